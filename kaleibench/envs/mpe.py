@@ -1,0 +1,142 @@
+"""The mpe2 backend: one mpe2 ``parallel_env`` per batch row (the verified reference backend).
+
+Rewards and observations are read over ``possible_agents`` so the last (truncating) step's reward
+is kept: PettingZoo empties ``agents`` after that step, which is how EPyMARL's wrapper loses it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from kaleibench.envs.base import TaskSpec, TimeStep
+from kaleibench.envs.scripted import opponent_action, opponent_noise
+
+
+def episode_streams(seed: int, n_opponents: int) -> list[np.random.Generator]:
+    """Independent generators for the scripted opponents of one episode, from its seed."""
+    children = np.random.SeedSequence([seed, 0x5C21]).spawn(n_opponents)
+    return [np.random.default_rng(c) for c in children]
+
+
+class Mpe2Task:
+    """``B`` rows of one MPE scenario, each an mpe2 parallel env; see :class:`BatchedTask`."""
+
+    def __init__(self, spec: TaskSpec, n_envs: int, seed: int) -> None:
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        module = importlib.import_module(f"mpe2.{spec.scenario}")
+        self.spec = spec
+        self.n_envs = n_envs
+        self.envs = [module.parallel_env(**dict(spec.kwargs)) for _ in range(n_envs)]
+        env0 = self.envs[0]
+        names = list(env0.possible_agents)
+        missing = [a for a in (*spec.team, *(o for o, _ in spec.opponents)) if a not in names]
+        if missing:
+            raise ValueError(f"task {spec.id}: agents {missing} not in mpe2 agents {names}")
+        self.team = list(spec.team)
+        self.n_agents = len(self.team)
+        self.obs_sizes = [env0.observation_space(a).shape[0] for a in self.team]
+        self.action_sizes = [int(env0.action_space(a).n) for a in self.team]
+        self.obs_dim = max(self.obs_sizes)
+        self.n_actions = max(self.action_sizes)
+        self.state_dim = self.n_agents * self.obs_dim
+        self.episode_limit = spec.max_cycles
+        self._opp_actions = [int(env0.action_space(o).n) for o, _ in spec.opponents]
+        self._avail = np.zeros((self.n_agents, self.n_actions), dtype=bool)
+        for i, n in enumerate(self.action_sizes):
+            self._avail[i, :n] = True
+        self._seed_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE5]))
+        self._opp_noise = np.full((n_envs, len(spec.opponents), self.episode_limit), -1)
+        self._t = 0
+        self._last_raw_obs: list[dict[str, np.ndarray]] = [{} for _ in range(n_envs)]
+        self._done = np.zeros(n_envs, dtype=bool)
+
+    # ------------------------------------------------------------------ helpers
+    def _pack(self, raw: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        obs = np.zeros((self.n_envs, self.n_agents, self.obs_dim), dtype=np.float32)
+        for b, row in enumerate(raw):
+            for i, name in enumerate(self.team):
+                obs[b, i, : self.obs_sizes[i]] = row[name]
+        return obs, obs.reshape(self.n_envs, -1).copy()
+
+    def _timestep(
+        self, raw_obs: list[dict[str, Any]], agent_rewards: np.ndarray, term: np.ndarray,
+        trunc: np.ndarray,
+    ) -> TimeStep:
+        obs, state = self._pack(raw_obs)
+        avail = np.broadcast_to(self._avail, (self.n_envs, *self._avail.shape)).copy()
+        return TimeStep(
+            obs=obs,
+            state=state,
+            avail_actions=avail,
+            reward=agent_rewards.sum(axis=1).astype(np.float32),
+            terminated=term,
+            truncated=trunc,
+            info={"agent_rewards": agent_rewards},
+        )
+
+    # ------------------------------------------------------------------ API
+    def reset(self, seeds: Sequence[int] | None = None) -> TimeStep:
+        """Reset every row; ``seeds`` (len B) fix the episodes, else drawn from the task's stream."""
+        if seeds is None:
+            seeds = [int(s) for s in self._seed_rng.integers(0, 2**31 - 1, size=self.n_envs)]
+        if len(seeds) != self.n_envs:
+            raise ValueError(f"reset needs {self.n_envs} seeds, got {len(seeds)}")
+        raw = []
+        for b, (env, s) in enumerate(zip(self.envs, seeds, strict=True)):
+            obs, _ = env.reset(seed=int(s))
+            raw.append(obs)
+            streams = episode_streams(int(s), len(self.spec.opponents))
+            for k, rng in enumerate(streams):
+                self._opp_noise[b, k] = opponent_noise(
+                    rng, self.episode_limit, self.spec.opponent_eps, self._opp_actions[k]
+                )
+        self._last_raw_obs = raw
+        self._done[:] = False
+        self._t = 0
+        zeros = np.zeros((self.n_envs, self.n_agents), dtype=np.float32)
+        flags = np.zeros(self.n_envs, dtype=bool)
+        return self._timestep(raw, zeros, flags, flags.copy())
+
+    def opponent_actions(self, row: int) -> dict[str, int]:
+        """The scripted opponents' actions for ``row`` from their current observations."""
+        acts = {}
+        for k, (name, policy) in enumerate(self.spec.opponents):
+            noise = int(self._opp_noise[row, k, self._t])
+            acts[name] = opponent_action(policy, self._last_raw_obs[row][name], self.spec, noise)
+        return acts
+
+    def step(self, actions: np.ndarray) -> TimeStep:
+        """Step every row with ``actions`` (B, N); see :class:`BatchedTask`."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.n_envs, self.n_agents):
+            raise ValueError(f"actions must be {(self.n_envs, self.n_agents)}, got {actions.shape}")
+        if self._done.any():
+            raise RuntimeError("step() called on a row whose episode has ended; reset() first")
+        raw, rewards = [], np.zeros((self.n_envs, self.n_agents), dtype=np.float32)
+        term = np.zeros(self.n_envs, dtype=bool)
+        trunc = np.zeros(self.n_envs, dtype=bool)
+        for b, env in enumerate(self.envs):
+            act = {name: int(actions[b, i]) for i, name in enumerate(self.team)}
+            for i, name in enumerate(self.team):
+                if not 0 <= act[name] < self.action_sizes[i]:
+                    raise ValueError(f"action {act[name]} unavailable for {name} (row {b})")
+            act.update(self.opponent_actions(b))
+            obs, rew, terms, truncs, _ = env.step(act)
+            raw.append(obs)
+            rewards[b] = [rew[name] for name in self.team]
+            term[b] = any(terms[a] for a in env.possible_agents)
+            trunc[b] = (not term[b]) and any(truncs[a] for a in env.possible_agents)
+        self._last_raw_obs = raw
+        self._t += 1
+        self._done = term | trunc
+        return self._timestep(raw, rewards, term, trunc)
+
+    def close(self) -> None:
+        """Close every mpe2 env."""
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,68 @@
+"""What every variant implements, and the environment facts it is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from kaleibench.envs.base import BatchedTask, TaskSpec, TimeStep
+from kaleibench.train.buffer import EpisodeBatch
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """Sizes of a task, as a learner needs them."""
+
+    task: TaskSpec
+    n_agents: int
+    obs_dim: int
+    state_dim: int
+    n_actions: int
+    episode_limit: int
+
+    @classmethod
+    def of(cls, env: BatchedTask) -> EnvInfo:
+        """Read the sizes off a built task."""
+        return cls(env.spec, env.n_agents, env.obs_dim, env.state_dim, env.n_actions,
+                   env.episode_limit)
+
+
+class Algorithm(Protocol):
+    """A variant's learner/policy, driven by the training loop.
+
+    ``act`` sees the whole batch of rows at once (one forward pass); ``train_on`` receives the
+    episodes just collected, stores them and performs the variant's updates.
+    """
+
+    learns: bool
+    needs_subtasks: bool
+
+    def init_hidden(self, batch_size: int) -> Any:
+        """Per-episode recurrent state for ``batch_size`` rows."""
+        ...
+
+    def act(self, ts: TimeStep, hidden: Any, t_env: int, explore: bool) -> tuple[np.ndarray, Any]:
+        """Actions (B, N) int for the rows of ``ts`` and the next recurrent state."""
+        ...
+
+    def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
+        """Store ``batch`` and update; return metrics of the last update (may be empty)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Full learner state for checkpoints (nets, targets, optimisers, buffer, RNG streams)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        ...
+
+    def policy_state(self) -> dict[str, Any]:
+        """Only what acting greedily needs (the evaluated/best parameters)."""
+        ...
+
+    def load_policy_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`policy_state`."""
+        ...

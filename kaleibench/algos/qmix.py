@@ -1,0 +1,318 @@
+"""QMIX (Rashid et al. 2018, arXiv 1803.11485) as in EPyMARL, with kaleibench's decisions.
+
+Differences from EPyMARL (SPEC Decisions 1-4): the 25-step time limit is a truncation and the
+target bootstraps through it (``timeout_is_terminal`` restores EPyMARL's behaviour); the last
+step's reward is kept; one gradient update per collected episode whatever ``n_envs`` is.
+
+The learner is assembled from parts (agent network, mixer, TD loss, optional regulariser) so that
+variants such as Kalei-QMIX add a loss term and hooks instead of copying the update.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from kaleibench.algos.base import EnvInfo
+from kaleibench.envs.base import TimeStep
+from kaleibench.losses import RunningMeanStd, double_q_next_values, masked_td_loss, td_targets
+from kaleibench.nn.mixers import QMixer
+from kaleibench.nn.rnn_agent import GruAgent
+from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
+from kaleibench.train.schedules import LinearSchedule
+from kaleibench.utils.seeding import torch_stream
+
+
+@dataclass(frozen=True)
+class QmixConfig:
+    """QMIX hyperparameters (EPyMARL defaults for MPE, SPEC §1.1 and Decision 4)."""
+
+    agent: str = "gru"
+    """Agent network: ``gru`` (fc→GRU→fc) or ``gru-1r3`` (fc→GRU→3 fc, Kaleidoscope's matched baseline)."""
+    hidden_dim: int = 64
+    """Width of the agent network."""
+    obs_agent_id: bool = True
+    """Append the agent's one-hot id to its observation."""
+    obs_last_action: bool = False
+    """Append the agent's previous action (one-hot) to its observation."""
+    mixing_embed_dim: int = 32
+    """Mixer hidden width E."""
+    hypernet_embed: int = 64
+    """Hidden width of the 2-layer hypernetworks."""
+    gamma: float = 0.99
+    """Discount factor."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    batch_size: int = 32
+    """Episodes per gradient update."""
+    buffer_size: int = 5000
+    """Replay capacity in episodes."""
+    updates_per_episode: int = 1
+    """Gradient updates per collected episode (B per batch of B rows)."""
+    target_update_interval: int = 200
+    """Hard copy of online → target networks every this many updates."""
+    double_q: bool = True
+    """Select next actions with the online agent, evaluate with the target."""
+    epsilon_start: float = 1.0
+    """ε at step 0."""
+    epsilon_finish: float = 0.05
+    """ε after annealing."""
+    epsilon_anneal_time: int = 50_000
+    """Env steps of the linear ε anneal."""
+    grad_norm_clip: float = 10.0
+    """Max global gradient norm."""
+    standardise_rewards: bool = True
+    """Standardise rewards with running moments of sampled batches (EPyMARL)."""
+    timeout_is_terminal: bool = False
+    """Treat the time limit as terminal (EPyMARL-comparable runs only)."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "batch_size", "buffer_size", "target_update_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.agent not in AGENTS:
+            raise ValueError(f"unknown agent {self.agent!r}; known: {sorted(AGENTS)}")
+
+
+AGENTS = ("gru", "gru-1r3", "kalei-1r3")
+
+
+class Regulariser(Protocol):
+    """An extra loss term composed into the Q-learning update (e.g. Kaleidoscope diversity)."""
+
+    def before_update(self, t_env: int) -> dict[str, float]:
+        """Hook before each update (e.g. resets); returns metrics."""
+        ...
+
+    def loss(self, td_loss: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted extra loss to add to ``td_loss``, and metrics."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state."""
+        ...
+
+
+def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Generator) -> nn.Module:
+    """The agent network named by ``cfg.agent``; initialised from ``gen`` (no global RNG)."""
+    if cfg.agent == "gru":
+        agent: nn.Module = GruAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
+    else:
+        from kaleibench.nn.kalei import Rnn1R3Agent
+
+        agent = Rnn1R3Agent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents,
+                            masked=cfg.agent == "kalei-1r3", generator=gen)
+    reinit_(agent, gen)
+    return agent
+
+
+def reinit_(module: nn.Module, gen: torch.Generator) -> None:
+    """Re-draw every Linear/GRU weight from ``gen`` with PyTorch's default bounds."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.GRUCell):
+            for name, p in m.named_parameters(recurse=False):
+                fan_in = p.shape[-1] if name.startswith("weight") else (
+                    m.in_features if isinstance(m, nn.Linear) else m.hidden_size)
+                bound = 1.0 / max(fan_in, 1) ** 0.5
+                with torch.no_grad():
+                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+
+
+class Qmix:
+    """QMIX learner; with ``regulariser`` the update minimises ``td + regulariser``."""
+
+    learns = True
+    needs_subtasks = False
+    Config = QmixConfig
+
+    def __init__(self, config: QmixConfig, env_info: EnvInfo, seed: int,
+                 regulariser: Regulariser | None = None) -> None:
+        self.cfg, self.info = config, env_info
+        n, a = env_info.n_agents, env_info.n_actions
+        self.input_dim = env_info.obs_dim + (a if config.obs_last_action else 0) + (
+            n if config.obs_agent_id else 0)
+        init_gen = torch_stream(seed, "init")
+        self.agent = build_agent(config, self.input_dim, env_info, init_gen)
+        self.mixer = QMixer(n, env_info.state_dim, config.mixing_embed_dim, config.hypernet_embed)
+        reinit_(self.mixer, init_gen)
+        self.target_agent = copy.deepcopy(self.agent)
+        self.target_mixer = copy.deepcopy(self.mixer)
+        self.params = list(self.agent.parameters()) + list(self.mixer.parameters())
+        self.optimiser = torch.optim.Adam(self.params, lr=config.lr)
+        self.buffer = ReplayBuffer(config.buffer_size)
+        self.reward_ms = RunningMeanStd()
+        self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish,
+                                      config.epsilon_anneal_time)
+        self.act_gen = torch_stream(seed, "act")
+        self.sample_gen = torch_stream(seed, "sample")
+        self.regulariser = regulariser
+        self.n_updates = 0
+        self._agent_ids = torch.eye(n)  # (N, N)
+
+    # ------------------------------------------------------------------ acting
+    def init_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(GRU state (B, N, H), last actions (B, N)) at episode start."""
+        return self.agent.init_hidden(batch_size), torch.full(
+            (batch_size, self.info.n_agents), -1, dtype=torch.long)
+
+    def build_inputs(self, obs: torch.Tensor, last_actions: torch.Tensor) -> torch.Tensor:
+        """obs (..., N, O) [+ one-hot last action] [+ one-hot id] -> (..., N, I)."""
+        parts = [obs]
+        if self.cfg.obs_last_action:
+            onehot = nn.functional.one_hot(last_actions.clamp_min(0), self.info.n_actions)
+            parts.append(onehot.float() * (last_actions >= 0).unsqueeze(-1))
+        if self.cfg.obs_agent_id:
+            parts.append(self._agent_ids.expand(*obs.shape[:-1], -1))
+        return torch.cat(parts, dim=-1)
+
+    @torch.no_grad()
+    def act(self, ts: TimeStep, hidden: Any, t_env: int, explore: bool) -> tuple[np.ndarray, Any]:
+        """ε-greedy (greedy when ``explore`` is False) over available actions, all rows at once."""
+        h, last = hidden
+        obs = torch.from_numpy(ts.obs)  # (B, N, O)
+        avail = torch.from_numpy(ts.avail_actions)  # (B, N, A)
+        q, h = self.agent(self.build_inputs(obs, last), h)  # (B, N, A)
+        greedy = q.masked_fill(~avail, float("-inf")).argmax(-1)  # (B, N)
+        if explore:
+            eps = self.epsilon(t_env)
+            scores = torch.rand(avail.shape, generator=self.act_gen) * avail  # (B, N, A)
+            random_actions = scores.argmax(-1)
+            pick_random = torch.rand(greedy.shape, generator=self.act_gen) < eps
+            greedy = torch.where(pick_random, random_actions, greedy)
+        return greedy.numpy(), (h, greedy)
+
+    # ------------------------------------------------------------------ learning
+    def unroll(self, agent: nn.Module, batch: EpisodeBatch) -> torch.Tensor:
+        """Q-values of ``agent`` over all T+1 steps: (B, T+1, N, A)."""
+        obs, actions = batch["obs"], batch["actions"]  # (B, T+1, N, O), (B, T, N)
+        bsz, t1 = obs.shape[:2]
+        last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)  # (B, T+1, N)
+        inputs = self.build_inputs(obs, last)  # (B, T+1, N, I)
+        h = agent.init_hidden(bsz)
+        qs = []
+        for t in range(t1):
+            q, h = agent(inputs[:, t], h)
+            qs.append(q)
+        return torch.stack(qs, dim=1)
+
+    def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²] over filled steps."""
+        reward, mask = batch["reward"], batch["filled"].float()  # (B, T)
+        done = batch["terminated"].float()  # (B, T)
+        if self.cfg.timeout_is_terminal:
+            done = torch.maximum(done, batch["truncated"].float())
+        if self.cfg.standardise_rewards:
+            self.reward_ms.update(reward[mask.bool()])
+            reward = self.reward_ms.normalise(reward)
+        avail = batch["avail_actions"].bool()  # (B, T+1, N, A)
+        q = self.unroll(self.agent, batch)  # (B, T+1, N, A)
+        q_taken = q[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, T, N)
+        with torch.no_grad():
+            q_target = self.unroll(self.target_agent, batch)[:, 1:]  # (B, T, N, A)
+            online_next = q[:, 1:].detach() if self.cfg.double_q else q_target
+            q_next = double_q_next_values(online_next, q_target, avail[:, 1:])  # (B, T, N)
+            target_q_tot_next = self.target_mixer(q_next, batch["state"][:, 1:])  # (B, T)
+        q_tot = self.mixer(q_taken, batch["state"][:, :-1])  # (B, T)
+        y = td_targets(reward, done, target_q_tot_next, self.cfg.gamma)  # (B, T)
+        loss = masked_td_loss(q_tot, y, mask)
+        n = mask.sum().clamp_min(1.0)
+        stats = {
+            "loss_td": float(loss.detach()),
+            "td_error_abs": float(((q_tot.detach() - y).abs() * mask).sum() / n),
+            "q_taken_mean": float((q_taken.mean(-1) * mask).sum() / n),
+            "target_mean": float((y * mask).sum() / n),
+        }
+        return loss, stats
+
+    def apply_gradients(self, loss: torch.Tensor) -> float:
+        """Adam step on agent + mixer after clipping the global grad norm; returns the norm."""
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
+        self.optimiser.step()
+        return float(norm)
+
+    def update(self, t_env: int) -> dict[str, float]:
+        """One gradient update on a sampled batch: targets → loss → step → target sync."""
+        stats: dict[str, float] = {}
+        if self.regulariser is not None:
+            stats.update(self.regulariser.before_update(t_env))
+        batch = self.buffer.sample(self.cfg.batch_size, self.sample_gen)
+        td, td_stats = self.td_loss(batch)
+        stats.update(td_stats)
+        loss = td
+        if self.regulariser is not None:
+            extra, extra_stats = self.regulariser.loss(td)
+            loss = td + extra  # ALGO LOGIC: the variant's extra term, one visible sum
+            stats.update(extra_stats)
+        stats["loss"] = float(loss.detach())
+        stats["grad_norm"] = self.apply_gradients(loss)
+        self.n_updates += 1
+        if self.n_updates % self.cfg.target_update_interval == 0:
+            self.sync_targets()
+        return stats
+
+    def sync_targets(self) -> None:
+        """Hard copy online → target."""
+        self.target_agent.load_state_dict(self.agent.state_dict())
+        self.target_mixer.load_state_dict(self.mixer.state_dict())
+
+    def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
+        """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm)."""
+        self.buffer.insert(batch)
+        stats: dict[str, float] = {}
+        for _ in range(batch.batch_size * self.cfg.updates_per_episode):
+            if not self.buffer.can_sample(self.cfg.batch_size):
+                break
+            stats = self.update(t_env)
+        if stats:
+            stats["epsilon"] = self.epsilon(t_env)
+            stats["n_updates"] = float(self.n_updates)
+        return stats
+
+    # ------------------------------------------------------------------ state
+    def policy_state(self) -> dict[str, Any]:
+        """Agent weights (all acting needs)."""
+        return {"agent": copy.deepcopy(self.agent.state_dict())}
+
+    def load_policy_state(self, state: dict[str, Any]) -> None:
+        """Load agent weights."""
+        self.agent.load_state_dict(state["agent"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a bit-identical resume needs."""
+        return {
+            "agent": self.agent.state_dict(), "mixer": self.mixer.state_dict(),
+            "target_agent": self.target_agent.state_dict(),
+            "target_mixer": self.target_mixer.state_dict(),
+            "optimiser": self.optimiser.state_dict(), "buffer": self.buffer.state_dict(),
+            "reward_ms": self.reward_ms.state_dict(), "n_updates": self.n_updates,
+            "act_gen": self.act_gen.get_state(), "sample_gen": self.sample_gen.get_state(),
+            "regulariser": self.regulariser.state_dict() if self.regulariser else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.agent.load_state_dict(state["agent"])
+        self.mixer.load_state_dict(state["mixer"])
+        self.target_agent.load_state_dict(state["target_agent"])
+        self.target_mixer.load_state_dict(state["target_mixer"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.reward_ms.load_state_dict(state["reward_ms"])
+        self.n_updates = int(state["n_updates"])
+        self.act_gen.set_state(state["act_gen"])
+        self.sample_gen.set_state(state["sample_gen"])
+        if self.regulariser is not None:
+            self.regulariser.load_state_dict(state["regulariser"])

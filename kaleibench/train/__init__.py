@@ -1,0 +1,1 @@
+"""Episode collection, replay, schedules and the training loop."""

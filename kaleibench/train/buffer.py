@@ -1,0 +1,88 @@
+"""Episode replay: preallocated padded tensors (capacity, T(+1), ...) plus a ``filled`` mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class EpisodeBatch:
+    """B whole episodes. Per-step fields are (B, T+1, ...) for observations (s_0..s_T) and
+    (B, T, ...) for transitions; ``filled`` (B, T) marks real transitions.
+
+    Core fields: obs (B, T+1, N, O), state (B, T+1, S), avail_actions (B, T+1, N, A) bool,
+    actions (B, T, N) long, reward (B, T), terminated (B, T), truncated (B, T), filled (B, T).
+    Variants may add more (e.g. an entity view) in ``extra``.
+    """
+
+    data: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.data[key]
+
+    @property
+    def batch_size(self) -> int:
+        """Number of episodes B."""
+        return int(next(iter(self.data.values())).shape[0])
+
+
+class ReplayBuffer:
+    """Ring buffer of whole episodes, sampled uniformly without replacement.
+
+    Storage is allocated lazily at the first insert from the batch's field shapes and dtypes,
+    then never reallocated (no per-step Python objects).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.storage: dict[str, torch.Tensor] = {}
+        self.size = 0
+        self.cursor = 0
+
+    def insert(self, batch: EpisodeBatch) -> None:
+        """Copy the B episodes of ``batch`` in, overwriting the oldest when full."""
+        if not self.storage:
+            self.storage = {
+                k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype)
+                for k, v in batch.data.items()
+            }
+        b = batch.batch_size
+        idx = (self.cursor + torch.arange(b)) % self.capacity  # (B,)
+        for k, v in batch.data.items():
+            self.storage[k][idx] = v
+        self.cursor = int((self.cursor + b) % self.capacity)
+        self.size = min(self.size + b, self.capacity)
+
+    def can_sample(self, batch_size: int) -> bool:
+        """Whether at least ``batch_size`` episodes are stored."""
+        return self.size >= batch_size
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> EpisodeBatch:
+        """``batch_size`` distinct stored episodes, drawn with ``generator``."""
+        if not self.can_sample(batch_size):
+            raise ValueError(f"cannot sample {batch_size} episodes from {self.size}")
+        idx = torch.randperm(self.size, generator=generator)[:batch_size]
+        return EpisodeBatch({k: v[idx] for k, v in self.storage.items()})
+
+    def state_dict(self) -> dict[str, object]:
+        """Checkpointable state (only the filled part of the storage)."""
+        return {
+            "size": self.size,
+            "cursor": self.cursor,
+            "storage": {k: v[: self.size].clone() for k, v in self.storage.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore from :meth:`state_dict`."""
+        self.size = int(state["size"])  # type: ignore[call-overload]
+        self.cursor = int(state["cursor"])  # type: ignore[call-overload]
+        stored: dict[str, torch.Tensor] = state["storage"]  # type: ignore[assignment]
+        self.storage = {}
+        for k, v in stored.items():
+            full = torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype)
+            full[: v.shape[0]] = v
+            self.storage[k] = full

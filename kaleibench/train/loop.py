@@ -1,0 +1,264 @@
+"""train(spec): one run from scratch or from its last checkpoint, to final.json.
+
+Files (all atomic): spec.json, status.json (heartbeat), metrics.jsonl (append-only; cut back to
+the checkpoint's cursor on resume so a resumed run writes exactly the rows an uninterrupted one
+would), checkpoint.pt (full state), best.pt / final.pt (policies), final.json.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kaleibench.algos.base import Algorithm, EnvInfo
+from kaleibench.envs import make
+from kaleibench.train.rollout import collect, evaluate
+from kaleibench.train.spec import RunSpec
+from kaleibench.utils import io
+from kaleibench.utils.provenance import git_sha, package_versions, platform_string
+from kaleibench.utils.seeding import eval_seeds, numpy_stream
+
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass
+class LoopState:
+    """Counters of the loop itself (checkpointed with the learner)."""
+
+    t_env: int = 0
+    episodes: int = 0
+    next_eval: int = 0
+    next_log: int = 0
+    next_checkpoint: int = 0
+    best_return: float = -math.inf
+    best_t_env: int = -1
+    last_eval_t: int = -1
+    last_eval_return: float = math.nan
+    metrics_bytes: int = 0
+    wall_time: float = 0.0
+
+
+def write_status(run_dir: Path, state: str, t_env: int, error: str | None = None,
+                 **extra: Any) -> None:
+    """status.json: pending / running (+heartbeat) / completed / failed (+error) / interrupted."""
+    io.atomic_write_json(run_dir / "status.json", {
+        "state": state, "t_env": t_env, "heartbeat": time.time(), "error": error, **extra})
+
+
+def spec_json(spec: RunSpec) -> dict[str, Any]:
+    """The resolved, provenance-carrying description of a run."""
+    return {
+        "run_id": spec.run_id, "suite": spec.suite, "variant": spec.variant.name,
+        "task": spec.task, "seed": spec.seed, "t_max": spec.t_max, "n_envs": spec.n_envs,
+        "eval_interval": spec.eval_interval, "eval_episodes": spec.eval_episodes,
+        "log_interval": spec.log_interval, "backend": spec.backend,
+        "config": spec.variant.to_json()["config"], "algo": spec.variant.algo,
+        "task_spec": spec.identity()["task"], "config_hash": spec.config_hash,
+        "versions": package_versions(), "git_sha": git_sha(), "platform": platform_string(),
+        "python": platform_string().split("-py")[-1],
+    }
+
+
+class Run:
+    """One training run; ``run()`` resumes from ``checkpoint.pt`` when present."""
+
+    def __init__(self, spec: RunSpec, root: str | Path, progress: bool = True) -> None:
+        self.spec, self.dir, self.progress = spec, spec.run_dir(root), progress
+        self.env = make(spec.task, n_envs=spec.n_envs, seed=spec.seed, backend=spec.backend)
+        n_eval = min(spec.n_envs * 4, spec.eval_episodes)
+        self.eval_env = make(spec.task, n_envs=n_eval, seed=spec.seed, backend=spec.backend)
+        self.algo: Algorithm = spec.variant.build(EnvInfo.of(self.env), spec.seed)
+        self.seed_rng = numpy_stream(spec.seed, "env")
+        self.state = LoopState()
+        self.best_policy: dict[str, Any] | None = None
+        self.train_returns: list[float] = []
+
+    # ---------------------------------------------------------------- persistence
+    def save_checkpoint(self) -> None:
+        """Full state: learner (nets, targets, optimiser, buffer, RNGs), loop, seed stream."""
+        payload = {
+            "algo": self.algo.state_dict(), "loop": asdict(self.state),
+            "seed_rng": self.seed_rng.bit_generator.state, "best_policy": self.best_policy,
+            "train_returns": self.train_returns, "run_id": self.spec.run_id,
+        }
+        io.atomic_save(self.dir / "checkpoint.pt", lambda p: torch.save(payload, p))
+
+    def load_checkpoint(self) -> bool:
+        """Resume from checkpoint.pt (safe loader: no pickled code); False if none."""
+        path = self.dir / "checkpoint.pt"
+        if not path.exists():
+            return False
+        payload = torch.load(path, weights_only=True)
+        if payload["run_id"] != self.spec.run_id:
+            raise ValueError(f"{path}: checkpoint of {payload['run_id']}, not {self.spec.run_id}")
+        self.algo.load_state_dict(payload["algo"])
+        self.state = LoopState(**payload["loop"])
+        self.seed_rng.bit_generator.state = payload["seed_rng"]
+        self.best_policy = payload["best_policy"]
+        self.train_returns = list(payload["train_returns"])
+        metrics = self.dir / "metrics.jsonl"
+        if metrics.exists():
+            io.truncate_file(metrics, self.state.metrics_bytes)
+        return True
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append a metrics row and advance the cursor."""
+        self.state.metrics_bytes = io.append_jsonl(self.dir / "metrics.jsonl", row)
+
+    # ---------------------------------------------------------------- phases
+    def run_eval(self, n_episodes: int) -> np.ndarray:
+        """Greedy returns on the fixed eval seeds."""
+        return evaluate(self.eval_env, self.algo, eval_seeds(n_episodes), self.state.t_env)
+
+    def eval_and_log(self) -> None:
+        """Periodic greedy evaluation; keeps the best-evaluated policy."""
+        st = self.state
+        returns = self.run_eval(self.spec.eval_episodes)
+        mean = float(returns.mean())
+        n = self.env.n_agents
+        self.log({"kind": "eval", "t_env": st.t_env, "return_mean": mean,
+                  "return_std": float(returns.std()), "return_per_agent_mean": mean / n,
+                  "returns": [float(r) for r in returns], "n_episodes": len(returns)})
+        st.last_eval_t, st.last_eval_return = st.t_env, mean
+        if mean > st.best_return:
+            st.best_return, st.best_t_env = mean, st.t_env
+            self.best_policy = self.algo.policy_state()
+
+    def train_step(self) -> dict[str, float]:
+        """Collect one episode per row (ε-greedy) and let the learner update."""
+        seeds = [int(s) for s in self.seed_rng.integers(0, 2**31 - 1, size=self.spec.n_envs)]
+        ro = collect(self.env, self.algo, self.state.t_env, explore=True, seeds=seeds)
+        self.state.t_env += ro.steps
+        self.state.episodes += self.spec.n_envs
+        self.train_returns.extend(float(r) for r in ro.returns)
+        return self.algo.train_on(ro.batch, self.state.t_env)
+
+    # ---------------------------------------------------------------- driver
+    def _maybe_log_train(self, stats: dict[str, float]) -> None:
+        st = self.state
+        if st.t_env < st.next_log:
+            return
+        row: dict[str, Any] = {"kind": "train", "t_env": st.t_env, "episodes": st.episodes}
+        if self.train_returns:
+            row["return_mean"] = float(np.mean(self.train_returns))
+        row.update(stats)
+        self.log(row)
+        self.train_returns = []
+        st.next_log = st.t_env + self.spec.log_interval
+
+    def _finish(self, started: float) -> dict[str, Any]:
+        st, spec = self.state, self.spec
+        if st.last_eval_t != st.t_env:
+            self.eval_and_log()
+        final_rows = [r for r in io.read_jsonl(self.dir / "metrics.jsonl")
+                      if r.get("kind") == "eval" and r["t_env"] == st.t_env]
+        final_returns = final_rows[-1]["returns"]
+        io.atomic_save(self.dir / "final.pt",
+                       lambda p: torch.save({"policy": self.algo.policy_state()}, p))
+        if self.best_policy is not None:
+            self.algo.load_policy_state(self.best_policy)
+            best = self.best_policy
+            io.atomic_save(self.dir / "best.pt", lambda p: torch.save({"policy": best}, p))
+        absolute = self.run_eval(10 * spec.eval_episodes)
+        n = self.env.n_agents
+        wall = st.wall_time + (time.time() - started)
+        final = {
+            "run_id": spec.run_id, "suite": spec.suite, "variant": spec.variant.name,
+            "task": spec.task, "seed": spec.seed, "t_env": st.t_env, "n_agents": n,
+            "final_return": float(np.mean(final_returns)),
+            "final_return_per_agent": float(np.mean(final_returns)) / n,
+            "final_returns": final_returns,
+            "absolute_return": float(absolute.mean()),
+            "absolute_return_per_agent": float(absolute.mean()) / n,
+            "absolute_returns": [float(r) for r in absolute], "best_eval_t_env": st.best_t_env,
+            "steps_per_second": st.t_env / wall if wall > 0 else 0.0, "wall_time_s": wall,
+        }
+        io.atomic_write_json(self.dir / "final.json", final)
+        (self.dir / "checkpoint.pt").unlink(missing_ok=True)
+        write_status(self.dir, "completed", st.t_env)
+        return final
+
+    def run(self) -> dict[str, Any]:
+        """Train to ``t_max`` (learners) or just evaluate (reference policies); write final.json."""
+        from tqdm import tqdm
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(1)
+        resumed = self.load_checkpoint()
+        if not resumed:
+            io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))
+            (self.dir / "metrics.jsonl").write_bytes(b"")
+            (self.dir / "final.json").unlink(missing_ok=True)
+        st, spec = self.state, self.spec
+        started, beat = time.time(), 0.0
+        write_status(self.dir, "running", st.t_env, resumed=resumed)
+        t_max = spec.t_max if self.algo.learns else 0
+        stop = _GracefulStop()
+        bar = tqdm(total=t_max, initial=min(st.t_env, t_max), disable=not self.progress,
+                   desc=f"{spec.variant.name} {spec.task} s{spec.seed}", unit="step",
+                   dynamic_ncols=True, leave=False)
+        try:
+            while True:
+                if st.t_env >= st.next_eval:
+                    self.eval_and_log()
+                    st.next_eval += spec.eval_interval
+                    bar.set_postfix(eval_return=f"{st.last_eval_return:.2f}")
+                if st.t_env >= t_max:
+                    break
+                before = st.t_env
+                stats = self.train_step()
+                self._maybe_log_train(stats)
+                bar.update(st.t_env - before)
+                if st.t_env >= st.next_checkpoint and st.t_env < t_max:
+                    st.next_checkpoint = st.t_env + spec.checkpoint_interval
+                    st.wall_time += time.time() - started
+                    started = time.time()
+                    self.save_checkpoint()
+                if stop.requested:
+                    raise KeyboardInterrupt
+                if time.time() - beat > HEARTBEAT_SECONDS:
+                    beat = time.time()
+                    write_status(self.dir, "running", st.t_env, resumed=resumed)
+        except KeyboardInterrupt:
+            st.wall_time += time.time() - started
+            self.save_checkpoint()
+            write_status(self.dir, "interrupted", st.t_env)
+            raise
+        finally:
+            bar.close()
+            stop.restore()
+        return self._finish(started)
+
+
+class _GracefulStop:
+    """Turn the first Ctrl-C into a flag checked between iterations, so the checkpoint written
+    on interruption is a consistent one (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        """Put the previous SIGINT handler back."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(spec: RunSpec, root: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) ``spec`` under ``root``; return the contents of final.json."""
+    return Run(spec, root, progress).run()

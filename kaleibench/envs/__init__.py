@@ -13,7 +13,7 @@ for _factory in ALL_TASKS:
     _spec = _factory()
     tasks.register(_spec.id, _spec)
 
-BACKENDS = ("mpe2",)
+BACKENDS = ("mpe2", "numpy")
 
 
 def task_spec(task_id: str) -> TaskSpec:
@@ -28,11 +28,16 @@ def make(task_id: str, n_envs: int = 1, seed: int = 0, backend: str = "mpe2") ->
         task_id: a registered versioned id, e.g. ``"mpe/spread-v0"``.
         n_envs: batch rows B.
         seed: seeds the stream of episode seeds used when ``reset()`` gets none.
-        backend: ``"mpe2"`` (one mpe2 parallel env per row, the reference).
+        backend: ``"mpe2"`` (one mpe2 parallel env per row, the reference) or ``"numpy"``
+            (all rows stepped at once, transition-for-transition equal to ``"mpe2"``).
     """
     spec = task_spec(task_id)
     if backend == "mpe2":
         from kaleibench.envs.mpe import Mpe2Task
 
         return Mpe2Task(spec, n_envs=n_envs, seed=seed)
+    if backend == "numpy":
+        from kaleibench.envs.batched import NumpyTask
+
+        return NumpyTask(spec, n_envs=n_envs, seed=seed)
     raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")

@@ -230,7 +230,7 @@ class Qmix:
         stats = {
             "loss_td": float(loss.detach()),
             "td_error_abs": float(((q_tot.detach() - y).abs() * mask).sum() / n),
-            "q_taken_mean": float((q_taken.mean(-1) * mask).sum() / n),
+            "q_taken_mean": float((q_taken.detach().mean(-1) * mask).sum() / n),
             "target_mean": float((y * mask).sum() / n),
         }
         return loss, stats

@@ -1,0 +1,1 @@
+"""Suites, grids of RunSpecs, and executing them."""

@@ -1,0 +1,132 @@
+"""Suite files (``suites/*.yaml``): which grid to run; defaults live in the dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kaleibench.config import ConfigError, load_yaml, stable_hash
+from kaleibench.paths import data_dir
+from kaleibench.registry import UnknownIdError, did_you_mean
+
+_SUITE_KEYS = ("name", "version", "description", "tasks", "variants", "seeds", "t_max", "n_envs",
+               "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval", "backend")
+_TASK_KEYS = ("id", "bounds")
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    """A task of a suite with its fixed normalisation bounds."""
+
+    id: str
+    random: float
+    reference: float
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite."""
+
+    name: str
+    version: int
+    tasks: tuple[SuiteTask, ...]
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    t_max: int
+    n_envs: int = 8
+    eval_interval: int = 10_000
+    eval_episodes: int = 32
+    log_interval: int = 2_000
+    checkpoint_interval: int = 50_000
+    backend: str = "mpe2"
+    description: str = ""
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The suite.json written next to a suite's runs (hash covers everything)."""
+        body = {
+            "name": self.name, "version": self.version,
+            "tasks": [{"id": t.id, "bounds": {"random": t.random, "reference": t.reference}}
+                      for t in self.tasks],
+            "variants": list(self.variants), "seeds": list(self.seeds), "t_max": self.t_max,
+            "n_envs": self.n_envs, "eval_interval": self.eval_interval,
+            "eval_episodes": self.eval_episodes,
+        }
+        return {**body, "hash": stable_hash(body)}
+
+
+def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key `{key}`.{did_you_mean(key, list(allowed))}")
+
+
+def _int(data: dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: `{key}` must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _parse_task(item: Any, where: str) -> SuiteTask:
+    from kaleibench.envs import tasks
+
+    if not isinstance(item, dict) or "id" not in item:
+        raise ConfigError(f"{where}: each task needs `id:` and `bounds: {{random, reference}}`")
+    _check_keys(item, _TASK_KEYS, where)
+    try:
+        tasks.get(item["id"])
+    except UnknownIdError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    bounds = item.get("bounds") or {}
+    if set(bounds) != {"random", "reference"}:
+        raise ConfigError(f"{where}: task {item['id']} needs bounds: {{random: x, reference: y}}")
+    lo, hi = float(bounds["random"]), float(bounds["reference"])
+    if hi <= lo:
+        raise ConfigError(f"{where}: task {item['id']}: reference bound must exceed random bound")
+    return SuiteTask(item["id"], lo, hi)
+
+
+def parse_suite(data: dict[str, Any], source: str) -> Suite:
+    """Validate a suite mapping; every error names the file and key."""
+    from kaleibench.algos import variants
+
+    _check_keys(data, _SUITE_KEYS, source)
+    for key in ("name", "tasks", "variants", "seeds", "t_max"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing `{key}`")
+    suite_tasks = tuple(_parse_task(t, source) for t in data["tasks"])
+    names = [str(v) for v in data["variants"]]
+    for v in names:
+        if not v.endswith((".yaml", ".yml")) and v not in variants:
+            raise ConfigError(
+                f"{source}: unknown variant `{v}`.{did_you_mean(v, variants.names())}")
+    seeds = data["seeds"]
+    if not isinstance(seeds, list) or not seeds or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ConfigError(f"{source}: `seeds` must be a non-empty list of integers >= 0")
+    extra = {k: _int(data, k, source) for k in (
+        "n_envs", "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval")
+        if k in data}
+    return Suite(
+        name=str(data["name"]), version=_int(data, "version", source, 0) if "version" in data
+        else 0, tasks=suite_tasks, variants=tuple(names), seeds=tuple(seeds),
+        t_max=_int(data, "t_max", source), backend=str(data.get("backend", "mpe2")),
+        description=str(data.get("description", "")), source=source, **extra)
+
+
+def suite_names() -> list[str]:
+    """Built-in suites."""
+    return sorted(p.stem for p in data_dir("suites").glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite name, or a path to a suite YAML."""
+    path = Path(name_or_path)
+    if not name_or_path.endswith((".yaml", ".yml")):
+        path = data_dir("suites") / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown suite `{name_or_path}`.{did_you_mean(name_or_path, suite_names())}")
+    return parse_suite(load_yaml(path), str(path))

@@ -21,12 +21,14 @@ class EnvInfo:
     state_dim: int
     n_actions: int
     episode_limit: int
+    t_max: int = 0
+    """The run's budget in env steps, for schedules defined relative to it (0 = unknown)."""
 
     @classmethod
-    def of(cls, env: BatchedTask) -> EnvInfo:
+    def of(cls, env: BatchedTask, t_max: int = 0) -> EnvInfo:
         """Read the sizes off a built task."""
         return cls(env.spec, env.n_agents, env.obs_dim, env.state_dim, env.n_actions,
-                   env.episode_limit)
+                   env.episode_limit, t_max)
 
 
 class Algorithm(Protocol):

@@ -109,7 +109,7 @@ def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Gener
     if cfg.agent == "gru":
         agent: nn.Module = GruAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
     else:
-        from kaleibench.nn.kalei import Rnn1R3Agent
+        from kaleibench.nn.kalei_agent import Rnn1R3Agent
 
         agent = Rnn1R3Agent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents,
                             masked=cfg.agent == "kalei-1r3", generator=gen)

@@ -1,0 +1,179 @@
+"""``write_report``: from a results folder to ``report.md`` with tables and figures.
+
+Output layout under ``out_dir`` (default ``<results_dir>/report``)::
+
+    report.md                 embeds every table (inline Markdown) and figure (PNG)
+    tables/<name>.{md,tex,csv}
+    figures/<name>.{png,pdf}
+
+Every file is rewritten atomically on each call (never appended). Aggregates use normalised
+scores and need the suite's bounds; per-task tables use raw team returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kaleibench.analysis import significance as sig
+from kaleibench.analysis import stats
+from kaleibench.analysis.scores import (
+    Completeness,
+    Results,
+    aggregate_view,
+    cell_scores,
+    load_results,
+    require_complete,
+    score_matrices,
+)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report shows, computed once by :func:`analyse`."""
+
+    results: Results
+    completeness: Completeness
+    baseline: str
+    kind: str
+    seed: int
+    reps: int
+    confidence: float
+    alpha: float
+    agg_scores: dict[str, np.ndarray]
+    agg_tasks: list[str]
+    intervals: dict[str, dict[str, stats.Interval]]
+    poi: dict[str, stats.Interval]
+    profiles: dict[str, stats.Profile]
+    task_cells: dict[tuple[str, str], stats.Interval | None]
+    tests: list[sig.PairTest]
+
+    @property
+    def variants(self) -> list[str]:
+        """Variants of the suite, in suite order."""
+        return list(self.results.suite.variants)
+
+    @property
+    def has_aggregates(self) -> bool:
+        """Whether across-task aggregates could be computed."""
+        return bool(self.intervals)
+
+    def seeds_phrase(self, counts: dict[str, int] | None = None) -> str:
+        """``"n = 3 seeds per variant"``, or the count per variant when they differ."""
+        counts = counts or {v: s.shape[0] for v, s in self.agg_scores.items()}
+        if not counts:
+            counts = {v: len(self.results.suite.seeds) for v in self.variants}
+        if len(set(counts.values())) == 1:
+            return f"n = {next(iter(counts.values()))} seeds per variant"
+        return "n seeds per variant: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+
+    def cell_counts(self) -> dict[tuple[str, str], int]:
+        """Completed seeds of every applicable (variant, task) cell."""
+        return {
+            (v, t): cell_scores(self.results, v, t, self.kind).size
+            for (v, t), iv in self.task_cells.items()
+            if iv is not None
+        }
+
+    def bootstrap_phrase(self, reps: int | None = None) -> str:
+        """CI method, reps and seed, for captions."""
+        return f"{stats.CI_METHOD} CI ({reps or self.reps} reps, seed {self.seed})"
+
+
+def _task_cells(
+    results: Results, kind: str, confidence: float
+) -> tuple[dict[tuple[str, str], stats.Interval | None], dict[tuple[str, str], np.ndarray]]:
+    intervals: dict[tuple[str, str], stats.Interval | None] = {}
+    raw: dict[tuple[str, str], np.ndarray] = {}
+    for v in results.suite.variants:
+        for t in results.suite.task_ids:
+            if results.is_na(v, t):
+                intervals[(v, t)] = None
+                continue
+            values = cell_scores(results, v, t, kind)
+            if values.size:
+                raw[(v, t)] = values
+                intervals[(v, t)] = sig.t_interval(values, confidence)
+    return intervals, raw
+
+
+def analyse(
+    results_dir: str | Path,
+    baseline: str | None = None,
+    seed: int = 0,
+    reps: int = 50_000,
+    allow_incomplete: bool = False,
+    kind: str = "final",
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+) -> Analysis:
+    """Load a results folder and compute every statistic shown by :func:`write_report`."""
+    results = load_results(results_dir)
+    completeness = require_complete(results, allow_incomplete)
+    variants = list(results.suite.variants)
+    baseline = baseline or ("qmix" if "qmix" in variants else variants[0])
+    if baseline not in variants:
+        raise ValueError(f"baseline {baseline!r} is not a variant of this suite: {variants}")
+    task_cells, raw = _task_cells(results, kind, confidence)
+    pairs = [(v, baseline) for v in variants if v != baseline]
+    tests = sig.pairwise_tests(raw, pairs, results.suite.task_ids)
+    agg_scores: dict[str, np.ndarray] = {}
+    agg_tasks: list[str] = []
+    intervals: dict[str, dict[str, stats.Interval]] = {}
+    poi: dict[str, stats.Interval] = {}
+    profiles: dict[str, stats.Profile] = {}
+    if results.suite.has_bounds:
+        matrices = score_matrices(results, kind, normalised=True)
+        agg_scores, agg_tasks = aggregate_view(matrices, results.suite.task_ids)
+        if agg_tasks and all(s.shape[0] > 0 for s in agg_scores.values()):
+            intervals = stats.aggregate_intervals(agg_scores, seed, reps, confidence)
+            poi = stats.poi_against(agg_scores, baseline, seed, reps, confidence)
+            profiles = stats.performance_profiles(
+                agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence
+            )
+    return Analysis(
+        results, completeness, baseline, kind, seed, reps, confidence, alpha,
+        agg_scores, agg_tasks, intervals, poi, profiles, task_cells, tests,
+    )  # fmt: skip
+
+
+def _taus(score_dict: dict[str, np.ndarray], n: int = 101) -> np.ndarray:
+    """Profile thresholds spanning ``[min(0, lowest score), max(1, highest score)]``."""
+    values = np.concatenate([s.ravel() for s in score_dict.values()])
+    return np.linspace(min(0.0, float(values.min())), max(1.0, float(values.max())), n)
+
+
+def write_report(
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+    baseline: str | None = None,
+    seed: int = 0,
+    reps: int = 50_000,
+    allow_incomplete: bool = False,
+    kind: str = "final",
+) -> Path:
+    """Write ``report.md`` with tables (MD/LaTeX/CSV) and figures (PNG/PDF) for a results folder.
+
+    Args:
+        results_dir: One suite's results folder (``<results_dir>/suite.json`` and run dirs).
+        out_dir: Output folder; defaults to ``<results_dir>/report``.
+        baseline: Variant the others are tested against (default ``qmix`` or the first).
+        seed: Seed of every bootstrap (per-variant generators derive from it).
+        reps: Bootstrap replicates for aggregates and POI (profiles and curves use at most 2000).
+        allow_incomplete: Report on an incomplete grid instead of raising; gaps are listed.
+        kind: Score kind, ``"final"`` or ``"absolute"`` (see ``scores.SCORE_KEYS``).
+
+    Returns:
+        Path of ``report.md``.
+
+    Raises:
+        IncompleteResultsError: If cells are missing and ``allow_incomplete`` is False.
+    """
+    from kaleibench.analysis.report_render import render_report
+
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "report"
+    analysis = analyse(results_dir, baseline, seed, reps, allow_incomplete, kind)
+    return render_report(analysis, out)

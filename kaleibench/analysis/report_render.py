@@ -1,0 +1,218 @@
+"""Render an :class:`~kaleibench.analysis.report.Analysis` to tables, figures and report.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kaleibench.analysis import plots, tables
+from kaleibench.analysis._io import atomic_write_text
+from kaleibench.analysis.curves import (
+    ALMA_PREFIXES,
+    KALEI_PREFIXES,
+    Curve,
+    cell_curve,
+    metric_keys,
+    suite_iqm_curve,
+)
+from kaleibench.analysis.report import Analysis
+from kaleibench.analysis.significance import T_CI_METHOD
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A written figure: its stem (``figures/<stem>.png``) and caption."""
+
+    stem: str
+    caption: str
+
+
+def _aggregate_caption(a: Analysis) -> str:
+    excluded = [t for t in a.results.suite.task_ids if t not in a.agg_tasks]
+    text = (
+        f"Aggregate normalised {a.kind} score over {len(a.agg_tasks)} task(s); "
+        f"{a.seeds_phrase()}; point estimate and {a.bootstrap_phrase()}. "
+        f"Normalised score = (return - random) / (reference - random) with the suite's fixed "
+        f"bounds. Best per column in bold; {tables.POI_MARK}: the P(X > {a.baseline}) interval "
+        "excludes 0.5."
+    )
+    if excluded:
+        text += f" Tasks excluded as N/A for some variant: {', '.join(excluded)}."
+    return text
+
+
+def _task_caption(a: Analysis) -> str:
+    n_tests = len(a.tests)
+    sizes = sorted({n for n in a.cell_counts().values()})
+    seeds = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
+    return (
+        f"Per-task {a.kind} team return: mean over seeds with {T_CI_METHOD} (n - 1 dof, real n "
+        f"per cell; no bootstrap, so no reps or seed); {seeds} seeds per cell. Best per task "
+        f"in bold; {tables.WELCH_MARK} / {tables.MWU_MARK}: two-sided Welch t / Mann-Whitney U "
+        f"vs {a.baseline}, Holm-Bonferroni-corrected over {n_tests} comparisons, p < {a.alpha}. "
+        "N/A: the variant cannot run on the task."
+    )
+
+
+def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
+    """Write the aggregate and per-task tables (MD/LaTeX/CSV) under ``out/tables``."""
+    written = []
+    if a.has_aggregates:
+        agg = tables.aggregate_table(a.intervals, a.poi, a.baseline, _aggregate_caption(a))
+        written.append(agg)
+    tasks = a.results.suite.task_ids
+    per_task = tables.task_table(
+        a.task_cells, a.variants, tasks, a.tests, _task_caption(a), a.alpha
+    )
+    written.append(per_task)
+    for table in written:
+        tables.write_table(table, out / "tables")
+    return written
+
+
+def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
+    tasks = a.results.suite.task_ids
+    fig = plots.new_figure(n_cols=len(tasks), size=(4.5, 3.2))
+    for ax, task in zip(fig.axes, tasks, strict=True):
+        curves = {v: c for v in a.variants if (c := cell_curve(a.results, v, task)) is not None}
+        plots.plot_curves(curves, title=task, ylabel="team return", ax=ax)
+    plots.save_figure(fig, fig_dir, "curves_per_task")
+    out = [
+        Figure(
+            "curves_per_task",
+            f"Evaluation team return during training per task: mean over seeds with a shaded "
+            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or seed).",
+        )
+    ]
+    if a.has_aggregates:
+        bands = {
+            v: suite_iqm_curve(a.results, v, a.agg_tasks, a.seed, min(a.reps, 2_000))
+            for v in a.variants
+        }
+        fig = plots.new_figure(size=(5.5, 3.5))
+        plots.plot_band(bands, title="Suite IQM", ax=fig.axes[0])
+        plots.save_figure(fig, fig_dir, "curves_suite_iqm")
+        caption = (
+            f"IQM of normalised eval return across runs and {len(a.agg_tasks)} task(s) during "
+            f"training; {a.seeds_phrase()}; band: {a.bootstrap_phrase(min(a.reps, 2_000))}."
+        )
+        out.append(Figure("curves_suite_iqm", caption))
+    return out
+
+
+def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
+    metrics = list(next(iter(a.intervals.values())))
+    fig = plots.new_figure(n_cols=len(metrics), size=(3.2, 0.5 * len(a.variants) + 1.2))
+    for ax, metric in zip(fig.axes, metrics, strict=True):
+        plots.plot_intervals(a.intervals, metric, ax=ax)
+    plots.save_figure(fig, fig_dir, "aggregate_intervals")
+    fig = plots.new_figure(size=(5.5, 3.5))
+    plots.plot_profiles(a.profiles, ax=fig.axes[0])
+    plots.save_figure(fig, fig_dir, "performance_profile")
+    fig = plots.new_figure(n_cols=2, size=(4.8, 0.6 * len(a.variants) + 1.6))
+    plots.plot_poi_matrix(a.agg_scores, ax=fig.axes[0])
+    plots.plot_poi_intervals(a.poi, a.baseline, ax=fig.axes[1])
+    plots.save_figure(fig, fig_dir, "poi")
+    profile_reps = min(a.reps, 2_000)
+    return [
+        Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (tick: point "
+               f"estimate, bar: interval); {a.seeds_phrase()}; {a.bootstrap_phrase()}."),
+        Figure("performance_profile", "Performance profile (fraction of runs whose normalised "
+               f"score exceeds tau); {a.seeds_phrase()}; pointwise bands: "
+               f"{a.bootstrap_phrase(profile_reps)}."),
+        Figure("poi", "Probability of improvement. Left: P(row > column) point estimates over "
+               f"all pairs. Right: P(X > {a.baseline}) with {a.bootstrap_phrase()} (X and "
+               f"{a.baseline} resampled independently); {a.seeds_phrase()}."),
+    ]  # fmt: skip
+
+
+def _diagnostic_figure(
+    a: Analysis, fig_dir: Path, prefixes: tuple[str, ...], stem: str, what: str
+) -> list[Figure]:
+    keys = metric_keys(a.results, prefixes)
+    tasks = a.results.suite.task_ids
+    if not keys:
+        return []
+    fig = plots.new_figure(n_cols=len(tasks), n_rows=len(keys), size=(4.0, 2.8))
+    for row, key in enumerate(keys):
+        for col, task in enumerate(tasks):
+            curves: dict[str, Curve] = {}
+            for v in a.variants:
+                c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
+                if c is not None:
+                    curves[v] = c
+            plots.plot_curves(curves, f"{task}", key, ax=fig.axes[row * len(tasks) + col])
+    plots.save_figure(fig, fig_dir, stem)
+    caption = (
+        f"{what} ({', '.join(keys)}) from training logs: mean over seeds with a shaded "
+        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed)."
+    )
+    return [Figure(stem, caption)]
+
+
+def write_figures(a: Analysis, out: Path) -> list[Figure]:
+    """Write every figure (PNG and PDF) under ``out/figures`` and return their captions."""
+    fig_dir = out / "figures"
+    figures = _curve_figures(a, fig_dir)
+    if a.has_aggregates:
+        figures += _aggregate_figures(a, fig_dir)
+    figures += _diagnostic_figure(a, fig_dir, KALEI_PREFIXES, "kalei_diagnostics",
+                                  "Kalei mask sparsity and diversity")  # fmt: skip
+    figures += _diagnostic_figure(a, fig_dir, ALMA_PREFIXES, "alma_allocation",
+                                  "ALMA allocation statistics")  # fmt: skip
+    return figures
+
+
+def _provenance(a: Analysis) -> list[str]:
+    suite = a.results.suite
+    specs = [r.spec for r in a.results.runs.values() if r.spec]
+    lines = [
+        f"- Suite: `{suite.name}` version {suite.version}, hash `{suite.hash or 'n/a'}`",
+        f"- Grid: {len(suite.variants)} variants × {len(suite.tasks)} tasks × "
+        f"{len(suite.seeds)} seeds; t_max {suite.t_max}, eval every {suite.eval_interval} "
+        f"steps on {suite.eval_episodes} episodes",
+        f"- Score: `{a.kind}`; baseline for tests: `{a.baseline}`; bootstrap: {a.reps} reps, "
+        f"seed {a.seed}, {int(a.confidence * 100)}% intervals",
+    ]
+    for field in ("platform", "python", "git_sha"):
+        values = sorted({str(s.get(field)) for s in specs})
+        if values:
+            lines.append(f"- {field}: {', '.join(f'`{v}`' for v in values)}")
+    return lines
+
+
+def _completeness(a: Analysis) -> list[str]:
+    c = a.completeness
+    lines = ["## Completeness", ""]
+    if c.complete:
+        lines.append("All applicable runs completed.")
+    else:
+        lines.append(f"**Incomplete grid** (reported with allow_incomplete): {len(c.missing)} "
+                     "run(s) have no final score and are excluded:")  # fmt: skip
+        lines += [f"- {m}" for m in c.missing]
+    if c.not_applicable:
+        lines += ["", "Not applicable (shown as N/A): "
+                  + ", ".join(f"{v} on {t}" for v, t in c.not_applicable)]  # fmt: skip
+    return lines + [""]
+
+
+def render_report(a: Analysis, out: Path) -> Path:
+    """Write tables, figures and ``report.md`` under ``out``; return the report path."""
+    written = write_tables(a, out)
+    figures = write_figures(a, out)
+    lines = [f"# kaleibench report: {a.results.suite.name}", "", *_provenance(a), ""]
+    lines += _completeness(a)
+    if not a.has_aggregates:
+        lines += ["Aggregates skipped: the suite declares no normalisation bounds or no task is "
+                  "shared by all variants.", ""]  # fmt: skip
+    lines += ["## Tables", ""]
+    for table in written:
+        lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "
+                  f"`tables/{table.name}.tex`, `tables/{table.name}.csv`", ""]  # fmt: skip
+    lines += ["## Figures", ""]
+    for fig in figures:
+        lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "
+                  f"(PDF: `figures/{fig.stem}.pdf`)", ""]  # fmt: skip
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -21,6 +21,7 @@ import numpy as np
 
 from kaleibench.envs.base import TaskSpec, TimeStep
 from kaleibench.envs.batched_scenarios import SCENARIOS, Scenario, WorldState
+from kaleibench.envs.entities import entity_layout, entity_view
 from kaleibench.envs.mpe import episode_streams
 from kaleibench.envs.scripted import opponent_noise
 
@@ -129,19 +130,27 @@ class NumpyTask:
         self._actions = np.zeros((n_envs, sc.n_agents), dtype=np.int64)  # (B, A)
         self._t = 0
         self._done = np.zeros(n_envs, dtype=bool)
+        self._layout = entity_layout(spec) if spec.has_subtasks else None
 
     def _timestep(self, agent_rewards: np.ndarray, trunc: np.ndarray) -> TimeStep:
         obs = self.scenario.team_obs(self.world)  # (B, N, O) float32
         if obs.shape[2] < self.obs_dim:  # pragma: no cover - every scenario pads itself
             raise RuntimeError("scenario returned unpadded observations")
+        reward = agent_rewards.sum(axis=1).astype(np.float32)
+        info: dict[str, np.ndarray] = {"agent_rewards": agent_rewards}
+        if self._layout is not None:  # the entity view (SPEC §3.8)
+            w = self.world
+            goal = w.goal[:, 0] if w.goal.shape[1] else np.zeros(self.n_envs, dtype=np.int64)
+            info.update(entity_view(self._layout, w.pos, w.vel, goal,
+                                    reward if self._t > 0 else None))
         return TimeStep(
             obs=obs,
             state=obs.reshape(self.n_envs, -1).copy(),
             avail_actions=np.broadcast_to(self._avail, (self.n_envs, *self._avail.shape)).copy(),
-            reward=agent_rewards.sum(axis=1).astype(np.float32),
+            reward=reward,
             terminated=np.zeros(self.n_envs, dtype=bool),
             truncated=trunc,
-            info={"agent_rewards": agent_rewards},
+            info=info,
         )
 
     def reset(self, seeds: Sequence[int] | None = None) -> TimeStep:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from kaleibench.envs.base import TaskSpec, TimeStep
+from kaleibench.envs.entities import entity_layout, entity_view
 from kaleibench.envs.scripted import opponent_action, opponent_noise
 
 
@@ -54,8 +55,20 @@ class Mpe2Task:
         self._t = 0
         self._last_raw_obs: list[dict[str, np.ndarray]] = [{} for _ in range(n_envs)]
         self._done = np.zeros(n_envs, dtype=bool)
+        self._layout = entity_layout(spec) if spec.has_subtasks else None
 
     # ------------------------------------------------------------------ helpers
+    def _entity_info(self, team_reward: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The entity view (SPEC §3.8) read from every row's mpe2 world."""
+        assert self._layout is not None
+        worlds = [env.unwrapped.world for env in self.envs]
+        pos = np.stack([[e.state.p_pos for e in w.entities] for w in worlds])  # (B, W, 2)
+        vel = np.stack([[e.state.p_vel for e in w.entities] for w in worlds])  # (B, W, 2)
+        goal = np.zeros(self.n_envs, dtype=np.int64)
+        if self.spec.scenario == "simple_adversary_v3":
+            goal[:] = [w.landmarks.index(w.agents[-1].goal_a) for w in worlds]
+        return entity_view(self._layout, pos, vel, goal, team_reward)
+
     def _pack(self, raw: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         obs = np.zeros((self.n_envs, self.n_agents, self.obs_dim), dtype=np.float32)
         for b, row in enumerate(raw):
@@ -69,14 +82,18 @@ class Mpe2Task:
     ) -> TimeStep:
         obs, state = self._pack(raw_obs)
         avail = np.broadcast_to(self._avail, (self.n_envs, *self._avail.shape)).copy()
+        reward = agent_rewards.sum(axis=1).astype(np.float32)
+        info: dict[str, Any] = {"agent_rewards": agent_rewards}
+        if self._layout is not None:
+            info.update(self._entity_info(reward if self._t > 0 else None))
         return TimeStep(
             obs=obs,
             state=state,
             avail_actions=avail,
-            reward=agent_rewards.sum(axis=1).astype(np.float32),
+            reward=reward,
             terminated=term,
             truncated=trunc,
-            info={"agent_rewards": agent_rewards},
+            info=info,
         )
 
     # ------------------------------------------------------------------ API

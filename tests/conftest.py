@@ -1,0 +1,18 @@
+"""Shared fixtures: CPU-only, one torch thread, headless pygame."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def results_dir(tmp_path):  # type: ignore[no-untyped-def]
+    """A fresh results root."""
+    return tmp_path / "runs"

@@ -1,0 +1,154 @@
+"""Training loop and harness: determinism, resume == uninterrupted, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kaleibench.algos import load_variant
+from kaleibench.cli import main
+from kaleibench.harness.grid import expand
+from kaleibench.harness.runner import execute
+from kaleibench.harness.suite import load_suite
+from kaleibench.train import loop
+from kaleibench.train.spec import RunSpec
+from kaleibench.utils import io
+
+
+def _spec(variant: str = "qmix", **kw: object) -> RunSpec:
+    v = load_variant(variant)
+    if v.learns:
+        v = replace(v, config=replace(v.config, batch_size=4, buffer_size=64))
+    base = dict(suite="t", variant=v, task="mpe/spread-v0", seed=3, t_max=800, n_envs=4,
+                eval_interval=400, eval_episodes=4, log_interval=200, checkpoint_interval=200)
+    base.update(kw)
+    return RunSpec(**base)  # type: ignore[arg-type]
+
+
+def _rows(run_dir: Path) -> list[dict[str, object]]:
+    return io.read_jsonl(run_dir / "metrics.jsonl")
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    spec = _spec()
+    a = loop.train(spec, tmp_path / "a", progress=False)
+    b = loop.train(spec, tmp_path / "b", progress=False)
+    assert _rows(spec.run_dir(tmp_path / "a")) == _rows(spec.run_dir(tmp_path / "b"))
+    assert a["final_returns"] == b["final_returns"] and a["absolute_return"] == b["absolute_return"]
+    c = loop.train(replace(spec, seed=4), tmp_path / "c", progress=False)
+    assert c["final_returns"] != a["final_returns"]
+
+
+def test_files_and_schema(tmp_path: Path) -> None:
+    spec = _spec()
+    final = loop.train(spec, tmp_path, progress=False)
+    run_dir = spec.run_dir(tmp_path)
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "spec.json", "status.json", "metrics.jsonl", "final.json", "best.pt", "final.pt"}
+    assert not (run_dir / "checkpoint.pt").exists()
+    assert io.read_json(run_dir / "status.json")["state"] == "completed"
+    evals = [r for r in _rows(run_dir) if r["kind"] == "eval"]
+    assert [r["t_env"] for r in evals] == [0, 400, 800]
+    assert final["final_returns"] == evals[-1]["returns"]
+    assert len(final["absolute_returns"]) == 40  # 10 × eval_episodes
+    assert io.read_json(run_dir / "spec.json")["run_id"] == spec.run_id
+
+
+@pytest.mark.parametrize("variant", ["qmix", "kalei-qmix"])
+def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     variant: str) -> None:
+    spec = _spec(variant)
+    reference = loop.train(spec, tmp_path / "ref", progress=False)
+    calls = {"n": 0}
+    original = loop.Run.train_step
+
+    def crashing(self: loop.Run) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 6:  # after the checkpoint at 400 steps + one more batch
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(loop.Run, "train_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train(spec, tmp_path / "res", progress=False)
+    run_dir = spec.run_dir(tmp_path / "res")
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "final.json").exists()
+    monkeypatch.setattr(loop.Run, "train_step", original)
+    resumed = loop.train(spec, tmp_path / "res", progress=False)
+    assert _rows(run_dir) == _rows(spec.run_dir(tmp_path / "ref"))
+    for key in ("final_returns", "absolute_returns", "best_eval_t_env", "t_env"):
+        assert resumed[key] == reference[key]
+
+
+def test_failures_are_isolated_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = [_spec(seed=1, t_max=200), _spec(seed=2, t_max=200)]
+    original = loop.Run.train_step
+
+    def maybe_fail(self: loop.Run) -> dict[str, float]:
+        if self.spec.seed == 1:
+            raise ValueError("boom")
+        return original(self)
+
+    monkeypatch.setattr(loop.Run, "train_step", maybe_fail)
+    from kaleibench.harness.grid import Cell
+
+    summary = execute([Cell(s) for s in specs], tmp_path, workers=1, progress=False)
+    assert summary.counts == {"failed": 1, "completed": 1}
+    status = io.read_json(specs[0].run_dir(tmp_path) / "status.json")
+    assert status["state"] == "failed" and "boom" in status["error"]
+    assert "Traceback" in status["traceback"]
+    again = execute([Cell(s) for s in specs], tmp_path, workers=1, progress=False)
+    assert again.counts == {"failed": 1, "skipped": 1}  # no retry without --retry-failed
+
+
+def test_grid_ids_are_stable_and_n_envs_is_identity() -> None:
+    suite = load_suite("smoke")
+    ids = [c.spec.run_id for c in expand(suite)]
+    assert ids == [c.spec.run_id for c in expand(suite)] and len(set(ids)) == len(ids)
+    assert len(ids) == len(suite.variants) * len(suite.tasks) * len(suite.seeds)
+    spec = expand(suite)[0].spec
+    assert replace(spec, n_envs=spec.n_envs + 1).run_id != spec.run_id
+    assert replace(spec, checkpoint_interval=7).run_id == spec.run_id
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--variant", "qmx", "--task", "mpe/spread-v0"], "Did you mean: `qmix`"),
+    (["run", "--variant", "qmix", "--task", "mpe/sprd-v0"], "Did you mean"),
+    (["run", "--suite", "smok"], "Did you mean: `smoke`"),
+    (["run", "--suite", "smoke", "--t-max", "0"], "--t-max"),
+    (["run", "--suite", "smoke", "--seeds", "-1"], "--seeds"),
+])
+def test_bad_input_exits_2_before_compute(argv: list[str], needle: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert needle in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_yaml_names_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "v.yaml"
+    bad.write_text("algo: kaleibench.algos.qmix:Qmix\nconfig:\n  hiden_dim: 32\n")
+    assert main(["run", "--variants", str(bad), "--task", "mpe/spread-v0",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "v.yaml" in err and "hiden_dim" in err and "hidden_dim" in err
+    broken = tmp_path / "s.yaml"
+    broken.write_text("name: x\ntasks: [\n")
+    assert main(["run", "--suite", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert "s.yaml" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_cli_single_cell_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "o"
+    rc = main(["run", "--variant", "random", "heuristic", "--task", "mpe/tag-v0", "--seed", "0",
+               "--out", str(out), "--no-progress", "--workers", "1"])
+    assert rc == 0
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "completed   heuristic/mpe__tag-v0/seed_0" in text
+    final = json.loads((out / "heuristic/mpe__tag-v0/seed_0/final.json").read_text())
+    assert final["t_env"] == 0 and len(final["absolute_returns"]) == 320

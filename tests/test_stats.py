@@ -1,0 +1,214 @@
+"""Known-answer and cross-check tests for kaleibench.analysis.stats and .significance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from kaleibench.analysis import significance as sig
+from kaleibench.analysis import stats
+
+X4x2 = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+
+
+# ------------------------------------------------------------------------ known answers
+def test_iqm_known_answer() -> None:
+    # N = 8 scores, floor(8/4) = 2 trimmed from each end: mean(3, 4, 5, 6) = 4.5
+    assert stats.iqm(X4x2) == 4.5
+    # N = 6: floor(1.5) = 1 trimmed from each end: mean(2, 3, 4, 10) = 4.75
+    assert stats.iqm(np.array([[1.0, 2.0, 3.0], [4.0, 10.0, 100.0]])) == 4.75
+
+
+def test_mean_median_optimality_gap_known_answer() -> None:
+    scores = np.array([[0.5, 1.5, 0.0], [1.0, 0.0, 0.2]])  # task means 0.75, 0.75, 0.1
+    assert stats.mean_score(scores) == pytest.approx(1.6 / 3)
+    assert stats.median_score(scores) == pytest.approx(0.75)
+    # min(scores, 1) = [.5, 1, 0, 1, 0, .2], mean 0.45 -> gap 0.55
+    assert stats.optimality_gap(scores) == pytest.approx(0.55)
+    assert stats.optimality_gap(scores, gamma=0.5) == pytest.approx(0.5 - 1.7 / 6)
+
+
+def test_probability_of_improvement_known_answer() -> None:
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    y = np.array([[2.0, 4.0], [2.0, 4.0]])
+    # task 0: only 3 > 2 wins (2 of 4 pairs) -> 0.5; task 1: all 4 pairs win -> 1.0
+    assert stats.probability_of_improvement(x, y) == pytest.approx(0.75)
+    assert stats.probability_of_improvement(y, x) == pytest.approx(0.25)
+    # ties count one half
+    assert stats.probability_of_improvement(np.ones((3, 2)), np.ones((2, 2))) == 0.5
+
+
+def test_performance_profile_known_answer() -> None:
+    scores = np.array([[0.1, 0.5], [0.9, 0.3]])
+    prof = stats.performance_profile(scores, np.array([0.0, 0.4, 1.0]), np.random.default_rng(0))
+    np.testing.assert_allclose(prof.point, [1.0, 0.5, 0.0])
+    assert np.all(prof.low <= prof.point) and np.all(prof.point <= prof.high)
+    assert prof.low[0] == prof.high[0] == 1.0  # every resample is above tau = 0
+
+
+# ----------------------------------------------------------------- bootstrap machinery
+def test_counts_are_stratified_resamples() -> None:
+    counts = stats.stratified_counts(np.random.default_rng(0), n_runs=5, n_tasks=3, reps=50)
+    assert counts.shape == (50, 5, 3)
+    assert np.all(counts.sum(axis=1) == 5)  # n draws per task, per replicate
+
+
+def test_replicates_equal_explicit_resamples() -> None:
+    """The multiplicity shortcut gives exactly the metric of the materialised resample."""
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(5, 3))
+    counts = stats.stratified_counts(np.random.default_rng(2), 5, 3, reps=20)
+    got = stats._replicate_metrics(scores, counts.astype(float), stats.METRICS, 1.0)
+    for r in range(20):
+        cols = [np.repeat(scores[:, t], counts[r, :, t]) for t in range(3)]
+        resample = np.stack(cols, axis=1)  # (5, 3)
+        for metric in stats.METRICS:
+            want = stats.point_estimate(metric, resample)
+            assert got[metric][r] == pytest.approx(want, abs=1e-12), metric
+
+
+def test_same_seed_same_interval_different_seed_different() -> None:
+    data = {"a": np.random.default_rng(3).normal(size=(6, 4))}
+    first = stats.aggregate_intervals(data, seed=7, reps=500)
+    again = stats.aggregate_intervals(data, seed=7, reps=500)
+    other = stats.aggregate_intervals(data, seed=8, reps=500)
+    assert first == again
+    assert first["a"]["iqm"] != other["a"]["iqm"]
+    assert first["a"]["iqm"].point == other["a"]["iqm"].point
+
+
+def test_adding_a_variant_keeps_other_intervals() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    alone = stats.aggregate_intervals({"a": a}, seed=0, reps=300)
+    both = stats.aggregate_intervals({"b": b, "a": a}, seed=0, reps=300)
+    assert alone["a"] == both["a"]
+
+
+def test_global_rng_untouched() -> None:
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    stats.aggregate_intervals({"a": X4x2}, seed=0, reps=100)
+    stats.poi_interval(X4x2, X4x2 + 1, np.random.default_rng(0), reps=100)
+    np.testing.assert_array_equal(np.random.get_state()[1], before)
+
+
+def test_rejects_nan_scores() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        stats.bootstrap_aggregates(np.array([[1.0, np.nan]]), np.random.default_rng(0), 10)
+
+
+# --------------------------------------------------------------- agreement with rliable
+def _rliable_aggregates(x: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array(
+        [
+            metrics.aggregate_iqm(x),
+            metrics.aggregate_mean(x),
+            metrics.aggregate_median(x),
+            metrics.aggregate_optimality_gap(x),
+        ]
+    )
+
+
+def test_agrees_with_rliable() -> None:
+    rly = pytest.importorskip("rliable.library")
+    rng = np.random.default_rng(5)
+    data = {"a": rng.normal(0.5, 0.3, size=(8, 5)), "b": rng.normal(0.7, 0.3, size=(8, 5))}
+    reps = 2000
+    ours = stats.aggregate_intervals(data, seed=0, reps=reps)
+    np.random.seed(0)  # rliable draws from the global RNG; only the test touches it
+    points, cis = rly.get_interval_estimates(data, _rliable_aggregates, reps=reps)
+    for v in data:
+        for k, metric in enumerate(stats.METRICS):
+            iv = ours[v][metric]
+            assert iv.point == pytest.approx(points[v][k], abs=1e-12)
+            # Monte Carlo error of a 2.5% quantile with 2000 reps is ~0.01 here
+            assert iv.low == pytest.approx(cis[v][0, k], abs=0.03), (v, metric)
+            assert iv.high == pytest.approx(cis[v][1, k], abs=0.03), (v, metric)
+
+
+def test_poi_agrees_with_rliable() -> None:
+    rly = pytest.importorskip("rliable.library")
+    from rliable import metrics
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(0.6, 0.3, size=(6, 4)), rng.normal(0.5, 0.3, size=(7, 4))
+    ours = stats.poi_interval(x, y, np.random.default_rng(0), reps=2000)
+    np.random.seed(0)
+    point, ci = rly.get_interval_estimates(
+        {"xy": (x, y)}, metrics.probability_of_improvement, reps=2000
+    )
+    assert ours.point == pytest.approx(float(point["xy"]))
+    low, high = np.ravel(ci["xy"])
+    assert ours.low == pytest.approx(low, abs=0.03)
+    assert ours.high == pytest.approx(high, abs=0.03)
+
+
+def test_profile_agrees_with_rliable() -> None:
+    rly = pytest.importorskip("rliable.library")
+    scores = np.random.default_rng(7).uniform(size=(10, 5))
+    taus = np.linspace(0, 1, 11)
+    ours = stats.performance_profile(scores, taus, np.random.default_rng(0), reps=2000)
+    np.random.seed(0)
+    prof, ci = rly.create_performance_profile({"a": scores}, taus, reps=2000)
+    np.testing.assert_allclose(ours.point, prof["a"])
+    # profile values are multiples of 1/50; allow Monte Carlo error of about two steps
+    np.testing.assert_allclose(ours.low, ci["a"][0], atol=0.05)
+    np.testing.assert_allclose(ours.high, ci["a"][1], atol=0.05)
+
+
+# ------------------------------------------------------------------------ significance
+def test_t_interval_matches_scipy() -> None:
+    x = np.array([1.0, 2.5, 2.0, 4.0])
+    iv = sig.t_interval(x)
+    low, high = sps.t.interval(0.95, df=3, loc=x.mean(), scale=sps.sem(x))
+    assert (iv.low, iv.high) == pytest.approx((low, high))
+    assert math.isnan(sig.t_interval(np.array([3.0])).low)
+    band = sig.t_intervals_over_seeds(np.array([[1.0, 5.0], [2.5, np.nan], [2.0, 7.0], [4.0, 9]]))
+    assert band[:, 0] == pytest.approx([iv.point, iv.low, iv.high])
+    low1, high1 = sps.t.interval(0.95, df=2, loc=7.0, scale=sps.sem([5.0, 7.0, 9.0]))
+    assert band[:, 1] == pytest.approx([7.0, low1, high1])
+
+
+def test_welch_matches_hand_formula() -> None:
+    a, b = np.array([1.0, 2.0, 4.0, 7.0]), np.array([3.0, 5.0, 9.0])
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    stat, p = sig.welch_test(a, b)
+    assert stat == pytest.approx(t)
+    assert p == pytest.approx(2 * sps.t.sf(abs(t), df))
+    assert sig.welch_test(a, b, alternative="less")[1] == pytest.approx(sps.t.cdf(t, df))
+
+
+def test_mann_whitney_matches_scipy() -> None:
+    a, b = np.array([1.0, 2.0, 4.0, 7.0]), np.array([3.0, 5.0, 9.0])
+    res = sps.mannwhitneyu(a, b, alternative="two-sided")
+    assert sig.mann_whitney_test(a, b) == pytest.approx((res.statistic, res.pvalue))
+    # U counts pairs a > b: 4>3, 7>3, 7>5 -> 3
+    assert sig.mann_whitney_test(a, b)[0] == 3
+
+
+def test_holm_hand_example() -> None:
+    # sorted: .005*4 = .02, .01*3 = .03, .03*2 = .06, .04*1 = .04 -> running max .06
+    adjusted = sig.holm_bonferroni([0.01, 0.04, 0.03, 0.005])
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
+    with_nan = sig.holm_bonferroni([0.2, math.nan, 0.6])
+    np.testing.assert_allclose(with_nan, [0.4, math.nan, 0.6])
+    assert sig.holm_bonferroni([0.9, 0.8]).max() == 1.0
+
+
+def test_pairwise_tests_are_holm_corrected_over_family() -> None:
+    rng = np.random.default_rng(8)
+    cells = {(v, t): rng.normal(mu, 1.0, size=5) for v, mu in (("a", 0), ("b", 3))
+             for t in ("t1", "t2")}  # fmt: skip
+    tests = sig.pairwise_tests(cells, [("b", "a")], ["t1", "t2", "t3"])
+    assert [t.task for t in tests] == ["t1", "t2"]  # t3 has no data
+    raw = [t.welch_p for t in tests]
+    np.testing.assert_allclose([t.welch_p_holm for t in tests], sig.holm_bonferroni(raw))
+    assert all(t.mean_diff > 0 for t in tests)

@@ -50,7 +50,7 @@ def test_numpy_backend_matches_mpe2(task_id: str) -> None:
             actions = rng.integers(0, limits, size=(ROWS, ref.n_agents))
             opp_ref = [list(ref.opponent_actions(b).values()) for b in range(ROWS)]
             ts_ref, ts_new = ref.step(actions), new.step(actions)
-            opp_new = new._actions[:, opp_idx]  # type: ignore[attr-defined]
+            opp_new = new._actions[opp_idx].T  # type: ignore[attr-defined]
             np.testing.assert_array_equal(opp_new, np.array(opp_ref).reshape(opp_new.shape))
             _assert_same(ts_ref, ts_new, f"{task_id} reset {r} step {t}")
             done = bool(ts_new.truncated.all() or ts_new.terminated.all())

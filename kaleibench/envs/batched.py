@@ -37,60 +37,74 @@ class Physics:
 
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc
-        n_agents = sc.n_agents
         colliders = np.flatnonzero(sc.collide)  # (C,) entity indices, agents first
+        n_col = len(colliders)
+        pair_i, pair_j = np.triu_indices(n_col, k=1)  # (P,) unordered colliding pairs, i < j
         self.colliders = colliders
-        self.collider_agents = colliders[colliders < n_agents]  # (Ca,)
+        self.pairs = (pair_i, pair_j)
         size = sc.size[colliders]
-        self.dist_min = size[:, None] + size[None, :]  # (C, C)
-        self.diag = np.eye(len(colliders), dtype=bool)  # (C, C)
+        self.dist_min = (size[pair_i] + size[pair_j])[:, None]  # (P, 1)
+        pair_of = {(int(i), int(j)): k for k, (i, j) in enumerate(zip(pair_i, pair_j, strict=True))}
+        # per colliding agent: (entity, [(pair, +1 if it is the pair's first entity)...]) with the
+        # partners in entity order, which is the order mpe2's pair loop adds their forces in
+        self.partners = [
+            (int(colliders[c]), [(pair_of[min(c, o), max(c, o)], c < o) for o in range(n_col)
+                                 if o != c])
+            for c in range(n_col) if colliders[c] < sc.n_agents
+        ]
         self.movable = np.flatnonzero(sc.movable)  # (M,) agent (= entity) indices
         self.talkers = np.flatnonzero(~sc.silent)  # (T,)
-        self.max_speed = sc.max_speed[self.movable][None, :]  # (1, M)
-        self.accel = sc.accel[:, None]  # (A, 1)
+        self.max_speed = sc.max_speed[self.movable][:, None]  # (M, 1)
+        self.accel = sc.accel[:, None, None]  # (A, 1, 1)
+        self.moves = np.ascontiguousarray(_MOVES.T)  # (2, 5)
 
     def contact_forces(self, pos: np.ndarray, force: np.ndarray) -> None:
-        """Add the soft contact forces between colliding entities to ``force`` (B, A, 2)."""
-        if len(self.collider_agents) == 0 or len(self.colliders) < 2:
+        """Add the soft contact forces between colliding entities to ``force`` (A, 2, B)."""
+        if not self.partners or len(self.colliders) < 2:
             return
-        p = pos[:, self.colliders]  # (B, C, 2)
-        delta = p[:, :, None, :] - p[:, None, :, :]  # (B, C, C, 2): p_i - p_j
-        dist = np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])  # (B, C, C)
-        dist[:, self.diag] = np.inf  # no self-contact: the force below becomes exactly 0
-        penetration = np.logaddexp(0.0, -(dist - self.dist_min) / CONTACT_MARGIN) * CONTACT_MARGIN
-        f = CONTACT_FORCE * delta / dist[..., None] * penetration[..., None]  # (B, C, C, 2)
-        n_ca = len(self.collider_agents)
-        acc = force[:, self.collider_agents]  # (B, Ca, 2)
-        for j in range(len(self.colliders)):  # mpe2 adds the partners' forces in entity order
-            acc = f[:, :n_ca, j] + acc
-        force[:, self.collider_agents] = acc
+        p = pos[self.colliders]  # (C, 2, B)
+        delta = p[self.pairs[0]] - p[self.pairs[1]]  # (P, 2, B): first minus second entity
+        dx, dy = delta[:, 0], delta[:, 1]
+        dist = np.sqrt(dx * dx + dy * dy)  # (P, B)
+        arg = -(dist - self.dist_min) / CONTACT_MARGIN  # (P, B)
+        # logaddexp(0, x) is exactly 0.0 below x = -745 (exp underflows): skip those pairs
+        soft = np.zeros_like(arg)
+        np.logaddexp(0.0, arg, out=soft, where=arg > -750.0)
+        penetration = soft * CONTACT_MARGIN
+        f = CONTACT_FORCE * delta / dist[:, None] * penetration[:, None]  # (P, 2, B)
+        for entity, partners in self.partners:
+            acc = force[entity]  # (2, B)
+            for pair, first in partners:
+                acc = acc + f[pair] if first else acc - f[pair]  # a - f == (-f) + a exactly
+            force[entity] = acc
 
     def step(self, w: WorldState, actions: np.ndarray) -> None:
         """Advance ``w`` in place by one step of mpe2 physics.
 
         Args:
             w: the B worlds.
-            actions: (B, A) int discrete actions of every mpe2 agent (team and opponents).
+            actions: (A, B) int discrete actions of every mpe2 agent (team and opponents).
         """
         sc = self.sc
-        move = np.where(sc.movable, actions % 5, 0)  # (B, A)
-        force = _MOVES[move] * self.accel  # (B, A, 2): u = one-hot direction * sensitivity
+        move = np.where(sc.movable[:, None], actions % 5, 0)  # (A, B)
+        force = np.swapaxes(self.moves[:, move], 0, 1) * self.accel  # (A, 2, B): u · sensitivity
         self.contact_forces(w.pos, force)
         mv = self.movable
-        vel = w.vel[:, mv]  # (B, M, 2)
-        w.pos[:, mv] = w.pos[:, mv] + vel * DT
+        vel = w.vel[mv]  # (M, 2, B)
+        w.pos[mv] = w.pos[mv] + vel * DT
         vel = vel * (1 - DAMPING)
-        vel = vel + force[:, mv] * DT  # every mass is 1.0 in these scenarios (force / 1.0 exact)
-        speed = np.sqrt(vel[..., 0] * vel[..., 0] + vel[..., 1] * vel[..., 1])  # (B, M)
+        vel = vel + force[mv] * DT  # every mass is 1.0 in these scenarios (force / 1.0 exact)
+        speed = np.sqrt(vel[:, 0] * vel[:, 0] + vel[:, 1] * vel[:, 1])  # (M, B)
         over = speed > self.max_speed
         if over.any():
-            denom = np.where(over, speed, 1.0)[..., None]
-            vel = np.where(over[..., None], vel / denom * self.max_speed[..., None], vel)
-        w.vel[:, mv] = vel
+            denom = np.where(over, speed, 1.0)[:, None]
+            vel = np.where(over[:, None], vel / denom * self.max_speed[:, :, None], vel)
+        w.vel[mv] = vel
         if len(self.talkers):
             t = self.talkers
-            msg = np.where(sc.movable[t], actions[:, t] // 5, actions[:, t])  # (B, T)
-            w.comm[:, t] = np.eye(sc.dim_c)[msg]  # (B, T, C) one-hot, as mpe2's action.c
+            msg = np.where(sc.movable[t][:, None], actions[t] // 5, actions[t])  # (T, B)
+            one_hot = np.arange(sc.dim_c)[None, :, None] == msg[:, None, :]  # (T, C, B)
+            w.comm[t] = one_hot.astype(np.float64)  # as mpe2's one-hot action.c
 
 
 class NumpyTask:
@@ -121,13 +135,13 @@ class NumpyTask:
         self._seed_rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE5]))
         n_ent = sc.n_agents + sc.n_landmarks
         self.world = WorldState(
-            pos=np.zeros((n_envs, n_ent, 2)),
-            vel=np.zeros((n_envs, n_ent, 2)),
-            comm=np.zeros((n_envs, sc.n_agents, sc.dim_c)),
-            goal=np.zeros((n_envs, sc.n_goals), dtype=np.int64),
+            pos=np.zeros((n_ent, 2, n_envs)),
+            vel=np.zeros((n_ent, 2, n_envs)),
+            comm=np.zeros((sc.n_agents, sc.dim_c, n_envs)),
+            goal=np.zeros((sc.n_goals, n_envs), dtype=np.int64),
         )
         self._opp_noise = np.full((n_envs, len(spec.opponents), self.episode_limit), -1)
-        self._actions = np.zeros((n_envs, sc.n_agents), dtype=np.int64)  # (B, A)
+        self._actions = np.zeros((sc.n_agents, n_envs), dtype=np.int64)  # (A, B)
         self._t = 0
         self._done = np.zeros(n_envs, dtype=bool)
         self._layout = entity_layout(spec) if spec.has_subtasks else None
@@ -140,9 +154,9 @@ class NumpyTask:
         info: dict[str, np.ndarray] = {"agent_rewards": agent_rewards}
         if self._layout is not None:  # the entity view (SPEC §3.8)
             w = self.world
-            goal = w.goal[:, 0] if w.goal.shape[1] else np.zeros(self.n_envs, dtype=np.int64)
-            info.update(entity_view(self._layout, w.pos, w.vel, goal,
-                                    reward if self._t > 0 else None))
+            goal = w.goal[0] if w.goal.shape[0] else np.zeros(self.n_envs, dtype=np.int64)
+            pos, vel = w.pos.transpose(2, 0, 1), w.vel.transpose(2, 0, 1)  # (B, E, 2) views
+            info.update(entity_view(self._layout, pos, vel, goal, reward if self._t > 0 else None))
         return TimeStep(
             obs=obs,
             state=obs.reshape(self.n_envs, -1).copy(),
@@ -162,9 +176,11 @@ class NumpyTask:
         w, sc = self.world, self.scenario
         w.vel[:] = 0.0
         w.comm[:] = 0.0
-        for b, s in enumerate(seeds):
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(s))))
-            w.pos[b], w.goal[b] = sc.draw(rng)
+        draws = [sc.draw(np.random.Generator(np.random.PCG64(int(s)))) for s in seeds]
+        w.pos[:] = np.stack([pos for pos, _ in draws], axis=2)  # (E, 2, B)
+        if sc.n_goals:
+            w.goal[:] = np.stack([goal for _, goal in draws], axis=1)  # (G, B)
+        for b, s in enumerate(seeds if self.spec.opponents else ()):
             streams = episode_streams(int(s), len(self.spec.opponents))
             for k, opp_rng in enumerate(streams):
                 self._opp_noise[b, k] = opponent_noise(
@@ -187,13 +203,13 @@ class NumpyTask:
             b, i = np.argwhere(bad)[0]
             raise ValueError(f"action {actions[b, i]} unavailable for {self.team[i]} (row {b})")
         sc = self.scenario
-        self._actions[:, sc.team_idx] = actions
+        self._actions[sc.team_idx] = actions.T
         if len(sc.opp_idx):
             noise = self._opp_noise[:, :, self._t]  # (B, K)
-            self._actions[:, sc.opp_idx] = sc.opponent_actions(self.world, noise)
+            self._actions[sc.opp_idx] = sc.opponent_actions(self.world, noise).T
         self.physics.step(self.world, self._actions)
         self._t += 1
-        rewards = sc.team_rewards(self.world).astype(np.float32)  # (B, N)
+        rewards = np.ascontiguousarray(sc.team_rewards(self.world).T, dtype=np.float32)  # (B, N)
         trunc = np.full(self.n_envs, self._t >= self.episode_limit)
         self._done = trunc.copy()
         return self._timestep(rewards, trunc)

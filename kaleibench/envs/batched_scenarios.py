@@ -5,7 +5,9 @@ then landmarks), draws one row's initial state from that episode's generator in 
 and computes, for all ``B`` rows at once, the controlled team's observations and rewards and the
 scripted opponents' actions. Positions are float64 like mpe2; observations are built in float64
 and cast to float32 as mpe2's ``observe`` does, so both backends agree bit for bit in the usual
-case. Shapes: B rows, A agents, E = A + landmarks entities, N team agents, K opponents.
+case. Rows are the *last* axis of every state array (entity-major layout: each operation works on
+contiguous length-B vectors); the task transposes to (B, ...) once per step.
+Shapes: B rows, A agents, E = A + landmarks entities, N team agents, K opponents.
 """
 
 from __future__ import annotations
@@ -22,30 +24,47 @@ from kaleibench.envs.batched_scripted import adversary_goal_guess_batch, prey_fl
 class WorldState:
     """The physical and communication state of ``B`` worlds."""
 
-    pos: np.ndarray  # (B, E, 2) float64 positions
-    vel: np.ndarray  # (B, E, 2) float64 velocities
-    comm: np.ndarray  # (B, A, C) float64 communication state (zeros for silent agents)
-    goal: np.ndarray  # (B, G) int64 scenario goal landmark indices (0-based among landmarks)
+    pos: np.ndarray  # (E, 2, B) float64 positions
+    vel: np.ndarray  # (E, 2, B) float64 velocities
+    comm: np.ndarray  # (A, C, B) float64 communication state (zeros for silent agents)
+    goal: np.ndarray  # (G, B) int64 scenario goal landmark indices (0-based among landmarks)
+
+    @property
+    def rows(self) -> int:
+        """Number of rows B."""
+        return int(self.pos.shape[2])
 
 
 def relative(pos: np.ndarray, viewers: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Target positions relative to each viewer, flattened per viewer.
 
     Args:
-        pos: (B, E, 2) entity positions.
+        pos: (E, 2, B) entity positions.
         viewers: (V,) entity indices of the viewers.
         targets: (V, T) entity indices seen by each viewer, in observation order.
 
     Returns:
-        (B, V, 2T) float64: ``pos[targets[v]] - pos[viewers[v]]``.
+        (V, 2T, B) float64: ``pos[targets[v]] - pos[viewers[v]]``, flattened as (T, 2).
     """
-    rel = pos[:, targets] - pos[:, viewers, None]  # (B, V, T, 2)
-    return rel.reshape(pos.shape[0], len(viewers), -1)
+    rel = pos[targets] - pos[viewers][:, None]  # (V, T, 2, B)
+    return rel.reshape(len(viewers), -1, pos.shape[2])
 
 
 def distance(delta: np.ndarray) -> np.ndarray:
-    """Euclidean length over the last axis (size 2), as ``np.sqrt(np.sum(np.square(d)))``."""
-    return np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])
+    """Euclidean length over axis -2 (size 2), as ``np.sqrt(np.sum(np.square(d)))``: (..., B)."""
+    dx, dy = delta[..., 0, :], delta[..., 1, :]
+    return np.sqrt(dx * dx + dy * dy)
+
+
+def to_rows(obs: np.ndarray) -> np.ndarray:
+    """(N, O, B) float64 observations -> (B, N, O) C-contiguous float32 (mpe2's cast)."""
+    return np.ascontiguousarray(obs.transpose(2, 0, 1), dtype=np.float32)
+
+
+def row_pick(arr: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``arr[index[..., b], :, b]`` per row b: (..., 2, B) from arr (E, 2, B), index (..., B)."""
+    picked = arr[index, :, np.arange(arr.shape[2])]  # (..., B, 2)
+    return np.swapaxes(picked, -1, -2)
 
 
 def others(n: int, offset: int = 0) -> np.ndarray:
@@ -103,11 +122,11 @@ class Scenario:
         raise NotImplementedError
 
     def team_obs(self, w: WorldState) -> np.ndarray:
-        """(B, N, O) float32 team observations, zero-padded to the longest."""
+        """(B, N, O) float32 team observations, zero-padded to the longest (use ``to_rows``)."""
         raise NotImplementedError
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
-        """(B, N) float64 team rewards after a step (local_ratio mixing included)."""
+        """(N, B) float64 team rewards after a step (local_ratio mixing included)."""
         raise NotImplementedError
 
     def opponent_actions(self, w: WorldState, noise: np.ndarray) -> np.ndarray:
@@ -116,8 +135,12 @@ class Scenario:
 
 
 def _uniform(rng: np.random.Generator, n: int, low: float = -1.0, high: float = 1.0) -> np.ndarray:
-    """``n`` successive ``rng.uniform(low, high, 2)`` draws as one (n, 2) array (same stream)."""
-    return rng.uniform(low, high, (n, 2))
+    """``n`` successive ``rng.uniform(low, high, 2)`` draws as one (n, 2) array.
+
+    ``Generator.uniform`` computes ``low + (high - low) * next_double`` per element; spelling it
+    out with ``rng.random`` gives the same numbers without ``uniform``'s per-call overhead.
+    """
+    return low + (high - low) * rng.random((n, 2))
 
 
 class Spread(Scenario):
@@ -134,6 +157,8 @@ class Spread(Scenario):
         self.obs_sizes = (4 + 2 * n + 4 * (n - 1),) * len(spec.team)
         self._others = others(n)  # (n, n-1)
         self._landmarks = np.broadcast_to(np.arange(n, 2 * n), (n, n))  # (n, L)
+        hit = self.size[:n, None] + self.size[None, :n]
+        self._hit_dist = np.where(np.eye(n, dtype=bool), -np.inf, hit)[:, :, None]  # (n, n, 1)
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Agents then landmarks, each uniform(-1, 1)."""
@@ -142,28 +167,28 @@ class Spread(Scenario):
     def team_obs(self, w: WorldState) -> np.ndarray:
         """[vel, pos, landmarks rel, other agents rel, other agents' comm] per agent."""
         ag = self.team_idx
-        comm = w.comm[:, self._others[ag]].reshape(w.pos.shape[0], len(ag), -1)  # (B, N, ..)
+        comm = w.comm[self._others[ag]].reshape(len(ag), -1, w.rows)  # (N, (n-1)C, B)
         parts = [
-            w.vel[:, ag], w.pos[:, ag],
+            w.vel[ag], w.pos[ag],
             relative(w.pos, ag, self._landmarks[ag]), relative(w.pos, ag, self._others[ag]),
             comm,
         ]
-        return np.concatenate(parts, axis=2).astype(np.float32)
+        return to_rows(np.concatenate(parts, axis=1))
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
         """0.5 · (−Σ_landmarks min_agents dist) + 0.5 · (−collisions), with local_ratio."""
         n = self.n_agents
-        agents = w.pos[:, :n]  # (B, n, 2)
-        to_lm = distance(agents[:, :, None] - w.pos[:, None, n:])  # (B, n, L)
-        nearest = to_lm.min(axis=1)  # (B, L)
-        glob = np.zeros(w.pos.shape[0])
+        agents = w.pos[:n]  # (n, 2, B)
+        to_lm = distance(agents[:, None] - w.pos[None, n:])  # (n, L, B)
+        nearest = to_lm.min(axis=0)  # (L, B)
+        glob = np.zeros(w.rows)
         for lm in range(self.n_landmarks):
-            glob = glob - nearest[:, lm]
-        pair = distance(agents[:, :, None] - agents[:, None])  # (B, n, n)
-        hit = (pair < self.size[:n, None] + self.size[None, :n]) & ~np.eye(n, dtype=bool)
-        local = -hit.sum(axis=1).astype(np.float64)  # (B, n)
-        rew = glob[:, None] * (1 - self.local_ratio) + local * self.local_ratio
-        return rew[:, self.team_idx]
+            glob = glob - nearest[lm]
+        pair = distance(agents[:, None] - agents[None])  # (n, n, B)
+        hit = pair < self._hit_dist  # (n, n, B); the diagonal threshold is -inf
+        local = -hit.sum(axis=0).astype(np.float64)  # (n, B)
+        rew = glob[None] * (1 - self.local_ratio) + local * self.local_ratio
+        return rew[self.team_idx]
 
 
 _SL_COLOURS = np.array([[0.65, 0.15, 0.15], [0.15, 0.65, 0.15], [0.15, 0.15, 0.65]])
@@ -190,21 +215,19 @@ class SpeakerListener(Scenario):
 
     def team_obs(self, w: WorldState) -> np.ndarray:
         """Speaker: goal colour (3). Listener: vel, landmarks rel, speaker's message (11)."""
-        n_rows = w.pos.shape[0]
-        full = np.zeros((n_rows, 2, 11))
-        full[:, 0, :3] = _SL_COLOURS[w.goal[:, 0]]
+        full = np.zeros((2, 11, w.rows))
+        full[0, :3] = _SL_COLOURS[w.goal[0]].T
         listener = np.ones(1, dtype=np.int64)
-        full[:, 1, :2] = w.vel[:, 1]
-        full[:, 1, 2:8] = relative(w.pos, listener, np.array([[2, 3, 4]]))[:, 0]
-        full[:, 1, 8:] = w.comm[:, 0]
-        return full[:, self.team_idx].astype(np.float32)
+        full[1, :2] = w.vel[1]
+        full[1, 2:8] = relative(w.pos, listener, np.array([[2, 3, 4]]))[0]
+        full[1, 8:] = w.comm[0]
+        return to_rows(full[self.team_idx])
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
         """Both agents: −‖listener − goal landmark‖²."""
-        goal = w.pos[np.arange(w.pos.shape[0]), 2 + w.goal[:, 0]]  # (B, 2)
-        d = w.pos[:, 1] - goal
-        rew = -(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1])  # (B,)
-        return np.repeat(rew[:, None], len(self.team_idx), axis=1)
+        d = w.pos[1] - row_pick(w.pos, 2 + w.goal[0])  # (2, B)
+        rew = -(d[0] * d[0] + d[1] * d[1])  # (B,)
+        return np.repeat(rew[None], len(self.team_idx), axis=0)
 
 
 class Reference(Scenario):
@@ -226,19 +249,18 @@ class Reference(Scenario):
         """[vel, landmarks rel, own goal landmark's colour, the other agent's message] (21)."""
         ag = self.team_idx
         parts = [
-            w.vel[:, ag], relative(w.pos, ag, self._landmarks[ag]),
-            _REF_COLOURS[w.goal[:, ag]], w.comm[:, 1 - ag],
+            w.vel[ag], relative(w.pos, ag, self._landmarks[ag]),
+            np.swapaxes(_REF_COLOURS[w.goal[ag]], 1, 2), w.comm[1 - ag],
         ]
-        return np.concatenate(parts, axis=2).astype(np.float32)
+        return to_rows(np.concatenate(parts, axis=1))
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
         """Agent i: −dist(partner, i's goal landmark), mixed with the mean by local_ratio."""
-        rows = np.arange(w.pos.shape[0])[:, None]
-        goal = w.pos[rows, 2 + w.goal]  # (B, 2, 2) goal landmark of agent 0 and agent 1
-        own = -distance(w.pos[:, [1, 0]] - goal)  # (B, 2)
-        glob = (own[:, 0] + own[:, 1]) / 2
-        rew = glob[:, None] * (1 - self.local_ratio) + own * self.local_ratio
-        return rew[:, self.team_idx]
+        goal = row_pick(w.pos, 2 + w.goal)  # (2, 2, B) goal landmark of agent 0 and agent 1
+        own = -distance(w.pos[[1, 0]] - goal)  # (2, B)
+        glob = (own[0] + own[1]) / 2
+        rew = glob[None] * (1 - self.local_ratio) + own * self.local_ratio
+        return rew[self.team_idx]
 
 
 class Adversary(Scenario):
@@ -262,31 +284,31 @@ class Adversary(Scenario):
         return _uniform(rng, self.n_agents + self.n_landmarks), np.array([goal], dtype=np.int64)
 
     def _goal_pos(self, w: WorldState) -> np.ndarray:
-        return w.pos[np.arange(w.pos.shape[0]), self.n_agents + w.goal[:, 0]]  # (B, 2)
+        return row_pick(w.pos, self.n_agents + w.goal[0])  # (2, B)
 
     def team_obs(self, w: WorldState) -> np.ndarray:
         """Good agents: [goal rel, landmarks rel, other agents rel]; the adversary: no goal."""
         ag = self.team_idx
         if np.any(ag == 0):
             raise NotImplementedError("the adversary is scripted in every pinned task")
-        goal_rel = self._goal_pos(w)[:, None] - w.pos[:, ag]  # (B, N, 2)
+        goal_rel = self._goal_pos(w)[None] - w.pos[ag]  # (N, 2, B)
         parts = [goal_rel, relative(w.pos, ag, self._landmarks[ag]),
                  relative(w.pos, ag, self._others[ag])]
-        return np.concatenate(parts, axis=2).astype(np.float32)
+        return to_rows(np.concatenate(parts, axis=1))
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
         """Good agents: dist(adversary, goal) − min_good dist(good, goal)."""
-        goal = self._goal_pos(w)[:, None]  # (B, 1, 2)
-        to_goal = distance(w.pos[:, : self.n_agents] - goal)  # (B, A)
-        rew = -to_goal[:, 1:].min(axis=1) + to_goal[:, 0]  # (B,)
-        return np.repeat(rew[:, None], len(self.team_idx), axis=1)
+        goal = self._goal_pos(w)[None]  # (1, 2, B)
+        to_goal = distance(w.pos[: self.n_agents] - goal)  # (A, B)
+        rew = -to_goal[1:].min(axis=0) + to_goal[0]  # (B,)
+        return np.repeat(rew[None], len(self.team_idx), axis=0)
 
     def opponent_actions(self, w: WorldState, noise: np.ndarray) -> np.ndarray:
         """``adversary-goal-guess`` on the adversary's float32 observation pieces."""
         adv = np.zeros(1, dtype=np.int64)
-        lm = relative(w.pos, adv, self._landmarks[:1])[:, 0].astype(np.float32)
-        good = relative(w.pos, adv, self._others[:1])[:, 0].astype(np.float32)
-        n_rows = w.pos.shape[0]
+        lm = relative(w.pos, adv, self._landmarks[:1])[0].T.astype(np.float32)  # (B, 2L)
+        good = relative(w.pos, adv, self._others[:1])[0].T.astype(np.float32)  # (B, 2G)
+        n_rows = w.rows
         rule = adversary_goal_guess_batch(lm.reshape(n_rows, -1, 2), good.reshape(n_rows, -1, 2))
         return np.where(noise[:, 0] >= 0, noise[:, 0], rule)[:, None].astype(np.int64)
 
@@ -321,28 +343,28 @@ class Tag(Scenario):
         ag = self.team_idx
         if np.any(ag >= self.n_pred):
             raise NotImplementedError("prey are scripted in every pinned task")
-        prey_vel = w.vel[:, self.n_pred : self.n_agents].reshape(w.pos.shape[0], 1, -1)
+        prey_vel = w.vel[self.n_pred : self.n_agents].reshape(1, -1, w.rows)  # (1, 2G, B)
         parts = [
-            w.vel[:, ag], w.pos[:, ag],
+            w.vel[ag], w.pos[ag],
             relative(w.pos, ag, self._obstacles[ag]), relative(w.pos, ag, self._others[ag]),
-            np.broadcast_to(prey_vel, (w.pos.shape[0], len(ag), prey_vel.shape[2])),
+            np.broadcast_to(prey_vel, (len(ag), *prey_vel.shape[1:])),
         ]
-        return np.concatenate(parts, axis=2).astype(np.float32)
+        return to_rows(np.concatenate(parts, axis=1))
 
     def team_rewards(self, w: WorldState) -> np.ndarray:
         """Every predator: +10 per colliding (prey, predator) pair."""
         p, a = self.n_pred, self.n_agents
-        gap = distance(w.pos[:, p:a, None] - w.pos[:, None, :p])  # (B, G, P)
-        hits = (gap < self.size[p:a, None] + self.size[None, :p]).sum(axis=(1, 2))  # (B,)
-        return np.repeat(10.0 * hits[:, None], len(self.team_idx), axis=1)
+        gap = distance(w.pos[p:a, None] - w.pos[None, :p])  # (G, P, B)
+        hits = (gap < (self.size[p:a, None] + self.size[None, :p])[..., None]).sum(axis=(0, 1))
+        return np.repeat(10.0 * hits[None], len(self.team_idx), axis=0)  # (N, B)
 
     def opponent_actions(self, w: WorldState, noise: np.ndarray) -> np.ndarray:
         """``prey-flee`` for every scripted prey, on its float32 observation pieces."""
         acts = np.empty(noise.shape, dtype=np.int64)
         for k, prey in enumerate(self.opp_idx):
-            pos = w.pos[:, prey].astype(np.float32)  # (B, 2)
-            preds = (w.pos[:, : self.n_pred] - w.pos[:, prey, None]).astype(np.float32)
-            rule = prey_flee_batch(pos, preds)
+            pos = w.pos[prey].T.astype(np.float32)  # (B, 2)
+            preds = (w.pos[: self.n_pred] - w.pos[prey][None]).astype(np.float32)  # (P, 2, B)
+            rule = prey_flee_batch(pos, np.ascontiguousarray(preds.transpose(2, 0, 1)))
             acts[:, k] = np.where(noise[:, k] >= 0, noise[:, k], rule)
         return acts
 

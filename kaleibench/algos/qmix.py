@@ -55,7 +55,9 @@ class QmixConfig:
     updates_per_episode: int = 1
     """Gradient updates per collected episode (B per batch of B rows)."""
     target_update_interval: int = 200
-    """Hard copy of online → target networks every this many updates."""
+    """Hard copy of online → target networks every this many updates (when ``target_tau`` is 0)."""
+    target_tau: float = 0.0
+    """Polyak rate: θ⁻ ← τθ + (1−τ)θ⁻ after every update; 0 = hard copies instead."""
     double_q: bool = True
     """Select next actions with the online agent, evaluate with the target."""
     epsilon_start: float = 1.0
@@ -75,6 +77,8 @@ class QmixConfig:
         for name in ("hidden_dim", "batch_size", "buffer_size", "target_update_interval"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.target_tau <= 1.0:
+            raise ValueError(f"target_tau must be in [0, 1], got {self.target_tau}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
         if self.agent not in AGENTS:
@@ -259,7 +263,9 @@ class Qmix:
         stats["loss"] = float(loss.detach())
         stats["grad_norm"] = self.apply_gradients(loss)
         self.n_updates += 1
-        if self.n_updates % self.cfg.target_update_interval == 0:
+        if self.cfg.target_tau > 0:
+            self.soft_update_targets(self.cfg.target_tau)
+        elif self.n_updates % self.cfg.target_update_interval == 0:
             self.sync_targets()
         return stats
 
@@ -267,6 +273,13 @@ class Qmix:
         """Hard copy online → target."""
         self.target_agent.load_state_dict(self.agent.state_dict())
         self.target_mixer.load_state_dict(self.mixer.state_dict())
+
+    @torch.no_grad()
+    def soft_update_targets(self, tau: float) -> None:
+        """θ⁻ ← τθ + (1−τ)θ⁻ for agent and mixer."""
+        for online, target in ((self.agent, self.target_agent), (self.mixer, self.target_mixer)):
+            for p, p_t in zip(online.parameters(), target.parameters(), strict=True):
+                p_t.lerp_(p, tau)
 
     def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
         """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm)."""

@@ -153,6 +153,7 @@ def write_report(
     reps: int = 50_000,
     allow_incomplete: bool = False,
     kind: str = "final",
+    figures: bool = True,
 ) -> Path:
     """Write ``report.md`` with tables (MD/LaTeX/CSV) and figures (PNG/PDF) for a results folder.
 
@@ -164,6 +165,7 @@ def write_report(
         reps: Bootstrap replicates for aggregates and POI (profiles and curves use at most 2000).
         allow_incomplete: Report on an incomplete grid instead of raising; gaps are listed.
         kind: Score kind, ``"final"`` or ``"absolute"`` (see ``scores.SCORE_KEYS``).
+        figures: Render figures; False writes tables and ``report.md`` only (fast, for CI).
 
     Returns:
         Path of ``report.md``.
@@ -176,4 +178,4 @@ def write_report(
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     analysis = analyse(results_dir, baseline, seed, reps, allow_incomplete, kind)
-    return render_report(analysis, out)
+    return render_report(analysis, out, figures)

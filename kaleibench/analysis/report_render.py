@@ -196,10 +196,10 @@ def _completeness(a: Analysis) -> list[str]:
     return lines + [""]
 
 
-def render_report(a: Analysis, out: Path) -> Path:
-    """Write tables, figures and ``report.md`` under ``out``; return the report path."""
+def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
+    """Write tables, figures (unless ``figures`` is False) and ``report.md``; return its path."""
     written = write_tables(a, out)
-    figures = write_figures(a, out)
+    figs = write_figures(a, out) if figures else []
     lines = [f"# kaleibench report: {a.results.suite.name}", "", *_provenance(a), ""]
     lines += _completeness(a)
     if not a.has_aggregates:
@@ -209,8 +209,8 @@ def render_report(a: Analysis, out: Path) -> Path:
     for table in written:
         lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "
                   f"`tables/{table.name}.tex`, `tables/{table.name}.csv`", ""]  # fmt: skip
-    lines += ["## Figures", ""]
-    for fig in figures:
+    lines += ["## Figures", ""] if figs else []
+    for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "
                   f"(PDF: `figures/{fig.stem}.pdf`)", ""]  # fmt: skip
     path = out / "report.md"

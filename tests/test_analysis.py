@@ -1,0 +1,163 @@
+"""Results loading, completeness, curves, report and marl-eval export on synthetic folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kaleibench.analysis import curves, scores
+from kaleibench.analysis.export import export_marl_eval
+from kaleibench.analysis.report import write_report
+from kaleibench.analysis.synthetic import write_synthetic_results
+
+
+@pytest.fixture()
+def results_dir(tmp_path: Path) -> Path:
+    """2 variants x 2 tasks x 3 seeds, complete."""
+    return write_synthetic_results(tmp_path / "smoke")
+
+
+def _run_dir(root: Path, variant: str, task: str, seed: int) -> Path:
+    return root / variant / scores.task_slug(task) / f"seed_{seed}"
+
+
+def test_score_matrices_shape_and_fixed_normalisation(results_dir: Path) -> None:
+    results = scores.load_results(results_dir)
+    mats = scores.score_matrices(results)
+    assert set(mats) == {"qmix", "kalei-qmix"}
+    assert mats["qmix"].shape == (3, 2)
+    final = json.loads((_run_dir(results_dir, "qmix", "mpe/tag-v0", 1) / "final.json").read_text())
+    # tag bounds are random 0, reference 50
+    assert mats["qmix"][1, 1] == pytest.approx(final["final_return"] / 50.0)
+    raw = scores.score_matrices(results, normalised=False, variants=["qmix"])
+    assert raw["qmix"][1, 1] == final["final_return"]
+
+
+def test_completeness_names_missing_and_failed_cells(results_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(_run_dir(results_dir, "qmix", "mpe/tag-v0", 2))
+    failed = _run_dir(results_dir, "kalei-qmix", "mpe/spread-v0", 0)
+    (failed / "final.json").unlink()
+    (failed / "status.json").write_text(json.dumps({"state": "failed", "error": "NaN loss"}))
+    results = scores.load_results(results_dir)
+    report = scores.check_completeness(results)
+    assert not report.complete
+    text = report.describe()
+    assert "qmix / mpe/tag-v0 / seed 2 (absent)" in text
+    assert "kalei-qmix / mpe/spread-v0 / seed 0 (failed: NaN loss)" in text
+    with pytest.raises(scores.IncompleteResultsError, match="seed 2"):
+        scores.require_complete(results)
+    assert scores.require_complete(results, allow_incomplete=True).missing == report.missing
+    clean, tasks = scores.aggregate_view(scores.score_matrices(results), results.suite.task_ids)
+    assert tasks == ["mpe/spread-v0", "mpe/tag-v0"]
+    assert clean["qmix"].shape == (2, 2) and clean["kalei-qmix"].shape == (2, 2)
+
+
+def test_not_applicable_cells_are_not_missing(tmp_path: Path) -> None:
+    root = write_synthetic_results(
+        tmp_path / "s", variants=("qmix", "alma"), not_applicable=[("alma", "mpe/tag-v0")]
+    )
+    results = scores.load_results(root)
+    report = scores.check_completeness(results)
+    assert report.complete and report.not_applicable == (("alma", "mpe/tag-v0"),)
+    clean, tasks = scores.aggregate_view(scores.score_matrices(results), results.suite.task_ids)
+    assert tasks == ["mpe/spread-v0"] and clean["alma"].shape == (3, 1)
+
+
+def test_torn_metrics_line_is_ignored_with_warning(results_dir: Path) -> None:
+    run = _run_dir(results_dir, "qmix", "mpe/spread-v0", 0)
+    results = scores.load_results(results_dir)
+    before = curves.cell_curve(results, "qmix", "mpe/spread-v0")
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"kind": "eval", "t_env": 2000, "return_mean": 1e9, "ret')
+    with pytest.warns(UserWarning, match="torn last line"):
+        rows = curves.read_metrics(run)
+    assert all(r.get("return_mean") != 1e9 for r in rows)
+    after = curves.cell_curve(results, "qmix", "mpe/spread-v0")
+    assert before is not None and after is not None
+    np.testing.assert_array_equal(before.values, after.values)
+
+
+def test_task_and_suite_curves(results_dir: Path) -> None:
+    results = scores.load_results(results_dir)
+    curve = curves.cell_curve(results, "kalei-qmix", "mpe/tag-v0")
+    assert curve is not None and curve.values.shape == (3, 5) and curve.seeds == (0, 1, 2)
+    mean, low, high = curve.summary()
+    assert np.all(low <= mean) and np.all(mean <= high)
+    steps, band = curves.suite_iqm_curve(results, "qmix", results.suite.task_ids, seed=0, reps=200)
+    assert steps.tolist() == [0, 250, 500, 750, 1000] and band.shape == (3, 5)
+    assert band[0, -1] > band[0, 0]  # the synthetic curves learn
+    assert curves.metric_keys(results, curves.KALEI_PREFIXES) == [
+        "div_coef", "div_loss", "mask_distance", "n_reset", "sparsity/fc1",
+    ]  # fmt: skip
+
+
+def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    path = write_report(results_dir, out, baseline="qmix", seed=3, reps=500)
+    text = path.read_text()
+    for stem in ("curves_per_task", "curves_suite_iqm", "aggregate_intervals",
+                 "performance_profile", "poi", "kalei_diagnostics"):  # fmt: skip
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000, (stem, ext)
+        assert f"figures/{stem}.png" in text
+    assert not (out / "figures" / "alma_allocation.png").exists()  # no alloc/ metrics
+    for name in ("aggregate", "per_task"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / "tables" / f"{name}.{ext}").exists()
+    agg_md = (out / "tables" / "aggregate.md").read_text()
+    assert "n = 3 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
+    assert "500 reps, seed 3" in agg_md and "**" in agg_md  # best in bold
+    assert "Student-t" in (out / "tables" / "per_task.md").read_text()
+    tex = (out / "tables" / "aggregate.tex").read_text()
+    assert r"\textbf{" in tex and r"\caption{" in tex and "n = 3 seeds" in tex
+    csv_lines = (out / "tables" / "per_task.csv").read_text().splitlines()
+    assert csv_lines[0] == "Variant,mpe/spread-v0,mpe/tag-v0" and len(csv_lines) == 3
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_rerun_overwrites(results_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    path = write_report(results_dir, out, seed=1, reps=200, figures=False)
+    text = path.read_text()
+    assert "Figures" not in text and "P(X > qmix)" in text
+    (out / "tables" / "aggregate.md").write_text("stale content\n" * 100)
+    assert write_report(results_dir, out, seed=1, reps=200, figures=False) == path
+    assert path.read_text() == text  # same seed -> identical report, not appended
+    assert "stale" not in (out / "tables" / "aggregate.md").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_report_refuses_incomplete_grid_unless_allowed(results_dir: Path, tmp_path: Path) -> None:
+    (_run_dir(results_dir, "qmix", "mpe/tag-v0", 1) / "final.json").unlink()
+    with pytest.raises(scores.IncompleteResultsError, match="qmix / mpe/tag-v0 / seed 1"):
+        write_report(results_dir, tmp_path / "r", reps=200, figures=False)
+    path = write_report(results_dir, tmp_path / "r", reps=200, allow_incomplete=True, figures=False)
+    text = path.read_text()
+    assert "Incomplete grid" in text and "qmix / mpe/tag-v0 / seed 1" in text
+    assert "n seeds per variant: qmix 2, kalei-qmix 3" in text
+
+
+def test_report_rejects_unknown_baseline(results_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="baseline 'vdn'"):
+        write_report(results_dir, tmp_path / "r", baseline="vdn", reps=100)
+
+
+def test_export_marl_eval_schema(results_dir: Path, tmp_path: Path) -> None:
+    out = export_marl_eval(results_dir, tmp_path / "marl_eval.json")
+    data = json.loads(out.read_text())
+    assert list(data) == ["mpe"] and sorted(data["mpe"]) == ["spread-v0", "tag-v0"]
+    runs = data["mpe"]["spread-v0"]["qmix"]
+    assert sorted(runs) == ["run_0", "run_1", "run_2"]
+    run = runs["run_1"]
+    assert run["step_0"]["step_count"] == 0 and run["step_4"]["step_count"] == 1000
+    assert len(run["step_4"]["return"]) == 4
+    final = json.loads(
+        (_run_dir(results_dir, "qmix", "mpe/spread-v0", 1) / "final.json").read_text()
+    )
+    assert run["absolute_metrics"]["return"] == final["absolute_returns"]
+    assert np.mean(run["step_4"]["return"]) == pytest.approx(final["final_return"])

@@ -6,12 +6,11 @@ env-steps/s = rows × steps / median round time. The mpe2 backend steps its rows
 per-row rate does not grow with B; it runs at B = 1 and 64 only (B = 1024 would take minutes per
 round), and the B = 1024 ratio divides by mpe2's best measured rate. No timed assertions.
 
-Run: ``pytest benchmarks/bench_env.py`` (the ratio table is printed at the end of the module).
+Run: ``pytest benchmarks`` (``tox -e bench``); the ratio table is printed in the terminal summary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -40,28 +39,28 @@ def _episode_runner(task_id: str, backend: str, n_envs: int) -> tuple[Any, int]:
     return episode, n_envs * task.episode_limit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ratio_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Print env-steps/s per case and numpy ÷ mpe2 ratios once the module's benchmarks ran."""
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    write = reporter.write_line if reporter is not None else print
-    write("\nenv-steps/s (rows x steps / s, full episodes incl. reset) and numpy / mpe2:")
-    for task_id in TASKS:
-        ref = [v for (t, b, _), v in _RATES.items() if t == task_id and b == "mpe2"]
+def ratio_lines(rates: dict[tuple[str, str, int], float]) -> list[str]:
+    """Table lines: env-steps/s per (task, backend, B) and numpy ÷ mpe2 (same B, else best)."""
+    lines = ["env-steps/s (rows x steps / s, full episodes incl. reset) and numpy / mpe2:"]
+    for task_id in sorted({t for t, _, _ in rates}):
+        ref = [v for (t, b, _), v in rates.items() if t == task_id and b == "mpe2"]
         best_ref = max(ref) if ref else float("nan")
-        for (t, backend, n), rate in sorted(_RATES.items()):
+        for (t, backend, n), rate in sorted(rates.items()):
             if t != task_id:
                 continue
-            same_b = _RATES.get((t, "mpe2", n), best_ref)
+            same_b = rates.get((t, "mpe2", n), best_ref)
             ratio = f"  x{rate / same_b:8.1f} vs mpe2" if backend == "numpy" else ""
-            write(f"  {t:18s} {backend:6s} B={n:5d} {rate:12.0f}{ratio}")
+            lines.append(f"  {t:18s} {backend:6s} B={n:5d} {rate:12.0f}{ratio}")
+    return lines
 
 
 @pytest.mark.parametrize(("backend", "n_envs"), CASES, ids=[f"{b}-B{n}" for b, n in CASES])
 @pytest.mark.parametrize("task_id", TASKS)
-def test_env_throughput(benchmark: Any, task_id: str, backend: str, n_envs: int) -> None:
+def test_env_throughput(
+    benchmark: Any, request: pytest.FixtureRequest, task_id: str, backend: str, n_envs: int
+) -> None:
     """One full episode of ``n_envs`` rows on ``backend``; records env-steps/s."""
+    request.config.kaleibench_ratio_lines = lambda: ratio_lines(_RATES)  # type: ignore[attr-defined]
     episode, steps = _episode_runner(task_id, backend, n_envs)
     benchmark.group = f"env {task_id}"
     benchmark.extra_info["env_steps_per_round"] = steps

@@ -1,0 +1,160 @@
+"""Entity attention, subtask masking and the per-subtask mixer of ALMA's low level.
+
+ALMA: Iqbal, Costales, Sha, "ALMA: Hierarchical Learning for Composite Multi-Agent Tasks",
+NeurIPS 2022, arXiv 2206.07505 (SPEC §3.3). Masks are positive: True = may attend / present.
+Shapes: B rows, E entities (agents first), N agents, K subtasks, F entity features, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NEG_INF = float("-inf")
+"""Attention logit of a masked pair."""
+
+
+def same_task(entity2task: torch.Tensor) -> torch.Tensor:
+    """Pairs of entities sharing at least one subtask: ``g gᵀ > 0``.
+
+    Args:
+        entity2task: (..., E, K) membership (bool or float).
+
+    Returns:
+        (..., E, E) bool.
+    """
+    g = entity2task.float()
+    return (g @ g.transpose(-1, -2)) > 0
+
+
+class EntityAttention(nn.Module):
+    """Multi-head attention of query entities over all entities, with a pairwise mask.
+
+    ``softmax(Q Kᵀ / √(D/H))`` with masked logits at −∞; fully masked query rows give 0.
+    """
+
+    def __init__(self, dim: int, n_heads: int = 4) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"dim {dim} not divisible by n_heads {n_heads}")
+        self.dim, self.n_heads = dim, n_heads
+        self.in_trans = nn.Linear(dim, 3 * dim, bias=False)
+        self.out_trans = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, n_queries: int) -> torch.Tensor:
+        """Attend from the first ``n_queries`` entities.
+
+        Args:
+            x: (B, E, D) entity embeddings.
+            allowed: (B, n_queries, E) bool, True where query i may attend to entity j.
+            n_queries: number of query rows (the agents, or all entities).
+
+        Returns:
+            (B, n_queries, D); rows with nothing allowed are 0.
+        """
+        b, e, d = x.shape
+        h = self.n_heads
+        q, k, v = self.in_trans(x).chunk(3, dim=-1)  # (B, E, D) each
+        q = q[:, :n_queries].reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
+        k = k.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
+        v = v.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
+        logits = q @ k.transpose(-1, -2) / (d // h) ** 0.5  # (B, H, Q, E)
+        logits = logits.masked_fill(~allowed[:, None], NEG_INF)
+        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
+        out = (weights @ v).transpose(1, 2).reshape(b, n_queries, d)  # (B, Q, D)
+        any_allowed = allowed.any(-1, keepdim=True)  # (B, Q, 1)
+        return self.out_trans(out) * any_allowed
+
+
+def subtask_allowed(obs_mask: torch.Tensor, entity_mask: torch.Tensor,
+                    entity2task: torch.Tensor) -> torch.Tensor:
+    """Who may attend to whom under subtask masking (ALMA ``subtask_cond='mask'``).
+
+    ``allowed[i, j] = obs[i, j] ∧ present[j] ∧ (i, j share a subtask)``; agent rows of
+    ``entity2task`` hold the allocation.
+
+    Args:
+        obs_mask: (B, E, E) bool visibility; entity_mask: (B, E) bool presence;
+        entity2task: (B, E, K) membership with agent rows filled.
+
+    Returns:
+        (B, E, E) bool.
+    """
+    return obs_mask & entity_mask[:, None, :] & same_task(entity2task)
+
+
+class EntityAgent(nn.Module):
+    """Feed-forward entity-attention agent with shared parameters (ALMA §3.3).
+
+    ``q_i = fc_out(relu(fc2(relu(attn(relu(fc1([e ⊕ last_action])))_i))))``; agent i is the query
+    of its own entity row, so its identity comes from that row.
+    """
+
+    def __init__(self, n_features: int, n_actions: int, embed_dim: int = 128,
+                 hidden_dim: int = 64, n_heads: int = 4) -> None:
+        super().__init__()
+        self.n_actions = n_actions
+        self.fc1 = nn.Linear(n_features + n_actions, embed_dim)
+        self.attn = EntityAttention(embed_dim, n_heads)
+        self.fc2 = nn.Linear(embed_dim, hidden_dim)
+        self.fc_out = nn.Linear(hidden_dim, n_actions)
+
+    def forward(self, entities: torch.Tensor, last_onehot: torch.Tensor,
+                allowed: torch.Tensor) -> torch.Tensor:
+        """Q-values of the N agents.
+
+        Args:
+            entities: (B, E, F); last_onehot: (B, N, A) previous actions (zeros at t=0);
+            allowed: (B, E, E) bool attention mask (see :func:`subtask_allowed`).
+
+        Returns:
+            (B, N, A).
+        """
+        b, e, _ = entities.shape
+        n = last_onehot.shape[1]
+        pad = last_onehot.new_zeros(b, e - n, self.n_actions)  # (B, E-N, A)
+        x = torch.relu(self.fc1(torch.cat([entities, torch.cat([last_onehot, pad], 1)], -1)))
+        h = torch.relu(self.attn(x, allowed[:, :n], n))  # (B, N, D)
+        return self.fc_out(torch.relu(self.fc2(h)))  # (B, N, A)
+
+
+class SubtaskMixer(nn.Module):
+    """One monotone Q_tot per subtask from the agents allocated to it.
+
+    ``Q_k = ELU(Σ_{i∈k} q_i |W1(a_i, s_k)| + b1(s_k)) · |Wf(s_k)| + V(s_k)``, where ``a_i`` embeds
+    agent i's entity row and ``s_k`` is the mean embedding of subtask k's entities (its agents
+    included): non-negative weights, so ∂Q_k/∂q_i ≥ 0; agents outside k get weight 0.
+    """
+
+    def __init__(self, n_features: int, embed_dim: int = 32, hypernet_embed: int = 64) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.encode = nn.Sequential(nn.Linear(n_features, hypernet_embed), nn.ReLU())
+        self.hyper_w1 = nn.Linear(2 * hypernet_embed, embed_dim)
+        self.hyper_b1 = nn.Linear(hypernet_embed, embed_dim)
+        self.hyper_wf = nn.Linear(hypernet_embed, embed_dim)
+        self.value = nn.Sequential(nn.Linear(hypernet_embed, embed_dim), nn.ReLU(),
+                                   nn.Linear(embed_dim, 1))
+
+    def forward(self, q: torch.Tensor, entities: torch.Tensor, entity2task: torch.Tensor,
+                entity_mask: torch.Tensor) -> torch.Tensor:
+        """Per-subtask Q_tot.
+
+        Args:
+            q: (B, N, ) chosen-action Q-values; entities: (B, E, F);
+            entity2task: (B, E, K) membership incl. the agents' allocation; entity_mask: (B, E).
+
+        Returns:
+            (B, K).
+        """
+        n = q.shape[1]
+        z = self.encode(entities)  # (B, E, H)
+        member = entity2task.float() * entity_mask[..., None].float()  # (B, E, K)
+        s_k = member.transpose(1, 2) @ z / member.sum(1)[..., None].clamp_min(1.0)  # (B, K, H)
+        k = s_k.shape[1]
+        a = z[:, :n, None].expand(-1, -1, k, -1)  # (B, N, K, H)
+        pair = torch.cat([a, s_k[:, None].expand(-1, n, -1, -1)], -1)  # (B, N, K, 2H)
+        w1 = self.hyper_w1(pair).abs() * member[:, :n, :, None]  # (B, N, K, E')
+        hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + self.hyper_b1(s_k))
+        wf = self.hyper_wf(s_k).abs()  # (B, K, E')
+        return (hidden * wf).sum(-1) + self.value(s_k).squeeze(-1)  # (B, K)

@@ -41,7 +41,7 @@ def test_reference_records_scores_and_provenance(results_dir: Path, tmp_path: Pa
     cell = ref["cells"]["qmix"][TASK]
     final = json.loads(_final(results_dir, "qmix", TASK, 2).read_text())
     assert cell["seeds"] == [0, 1, 2, 3] and cell["scores"][2] == final["final_return"]
-    assert cell["config_hash"] == "hash-qmix"
+    assert cell["config_hashes"] == ["hash-qmix"] * 4
     assert ref["suite"] == {"name": "smoke", "hash": "smoke-hash", "version": 1}
     assert ref["provenance"]["platform"] == "synthetic" and "numpy" in ref["provenance"]["versions"]
     assert ref["command"].startswith("kaleibench check")
@@ -95,7 +95,7 @@ def test_statistical_mode_ignores_noisy_drop(results_dir: Path) -> None:
 
 def test_config_change_switches_to_statistical(results_dir: Path) -> None:
     ref = reg.build_reference(results_dir)
-    ref["cells"]["qmix"][TASK]["config_hash"] = "old-hash"
+    ref["cells"]["qmix"][TASK]["config_hashes"][0] = "old-hash"
     _shift(results_dir, "qmix", TASK, -1e-3, seeds=(0,))  # exact mode would flag this
     assert reg.check_against_reference(results_dir, ref) == []
 

@@ -66,15 +66,16 @@ def read_metrics(run_dir: Path) -> tuple[dict[str, Any], ...]:
 
 
 def _series(rows: tuple[dict[str, Any], ...], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = sorted(
-        (float(r["t_env"]), float(r[key]))
+    """``(t_env (P,), value (P,))`` sorted by step; a repeated step keeps its last row."""
+    by_step = {
+        float(r["t_env"]): float(r[key])
         for r in rows
-        if r.get("kind") == kind and key in r and isinstance(r[key], int | float)
-    )
-    if not pts:
+        if r.get("kind") == kind and isinstance(r.get(key), int | float)
+    }
+    if not by_step:
         return np.empty(0), np.empty(0)
-    t, v = np.asarray(pts).T
-    return t, v
+    t = np.asarray(sorted(by_step))
+    return t, np.asarray([by_step[x] for x in t])
 
 
 def _align(series: list[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:

@@ -24,10 +24,8 @@ from kaleibench.analysis.scores import Run, load_results
 
 
 def _run_entry(run: Run) -> dict[str, Any]:
-    evals = sorted(
-        (r for r in read_metrics(run.path) if r.get("kind") == "eval"),
-        key=lambda r: int(r["t_env"]),
-    )
+    by_step = {int(r["t_env"]): r for r in read_metrics(run.path) if r.get("kind") == "eval"}
+    evals = [by_step[t] for t in sorted(by_step)]  # a repeated step keeps its last row
     entry: dict[str, Any] = {
         f"step_{k}": {
             "step_count": int(row["t_env"]),

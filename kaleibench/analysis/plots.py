@@ -69,7 +69,9 @@ def plot_curves(
     colors = palette(list(curves))
     for variant, curve in curves.items():
         mean, low, high = curve.summary()  # (P,) each
-        ax.plot(curve.steps, mean, color=colors[variant], label=f"{variant} (n={len(curve.seeds)})")
+        marker = "o" if curve.steps.size <= 30 else None  # single evals stay visible
+        label = f"{variant} (n={len(curve.seeds)})"
+        ax.plot(curve.steps, mean, color=colors[variant], label=label, marker=marker, ms=3)
         ax.fill_between(curve.steps, low, high, color=colors[variant], alpha=0.2, linewidth=0)
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     if ax.get_legend_handles_labels()[0]:

@@ -9,10 +9,11 @@ Rule used by :func:`check_against_reference` (every finding it returns is a fail
 1. **Missing.** A cell that is completed in the reference but has fewer completed seeds in the
    new results (absent, failed, running, or newly N/A) fails as ``missing``.
 2. **Exact mode** applies to a cell when the new runs' platform, Python version and package
-   versions equal the reference's, the suite hash is the same and the cell's config hash is
-   unchanged. Runs are then deterministic, so scores must be equal per seed (up to a relative
-   ``1e-9`` for float formatting). A lower mean beyond that fails as ``regressed``; any other
-   difference fails as ``changed`` (a behaviour change: regenerate the reference on purpose).
+   versions equal the reference's, the suite hash is the same and each seed's config hash
+   (which covers variant config, task spec, seed and budget) is unchanged. Runs are then
+   deterministic, so scores must be equal per seed (up to a relative ``1e-9``). A lower mean
+   beyond that fails as ``regressed``; any other difference fails as ``changed`` (a behaviour
+   change: regenerate the reference on purpose).
 3. **Statistical mode** applies otherwise (different machine, versions or config). A cell fails
    as ``regressed`` when *both* a one-sided Welch t-test of ``new < reference`` gives
    ``p < alpha`` (default 0.01) *and* the mean drop exceeds a declared tolerance: ``tol_frac``
@@ -51,7 +52,7 @@ def _unique(values: list[Any], what: str) -> Any:
 def _provenance(results: Results) -> dict[str, Any]:
     specs = [r.spec for r in results.runs.values() if r.spec and r.state == "completed"]
     prov = {f: _unique([s.get(f) for s in specs], f) for f in PROVENANCE_FIELDS}
-    prov["git_sha"] = _unique([s.get("git_sha") for s in specs], "git_sha") if specs else None
+    prov["git_sha"] = sorted({str(s.get("git_sha")) for s in specs})  # informative only
     return prov
 
 
@@ -59,12 +60,11 @@ def _cell_entry(results: Results, variant: str, task: str) -> dict[str, Any]:
     if results.is_na(variant, task):
         return {"state": "n/a"}
     runs = [r for r in results.cell(variant, task) if r.state == "completed" and r.final]
-    hashes = [r.spec.get("config_hash") for r in runs if r.spec]
     return {
         "state": "completed",
-        "config_hash": _unique(hashes, f"config_hash of {variant}/{task}"),
         "seeds": [r.seed for r in runs],
         "scores": [float(r.final["final_return"]) for r in runs if r.final],
+        "config_hashes": [str((r.spec or {}).get("config_hash")) for r in runs],
     }
 
 
@@ -158,11 +158,11 @@ def _environment_matches(results: Results, reference: dict[str, Any]) -> bool:
     return same and results.suite.hash == reference["suite"]["hash"]
 
 
-def _new_cell(results: Results, variant: str, task: str) -> tuple[dict[int, float], set[str]]:
-    """Completed seeds -> final_return of a new cell, and the config hashes seen."""
+def _new_cell(results: Results, variant: str, task: str) -> tuple[dict[int, float], dict[int, str]]:
+    """Completed seeds -> final_return of a new cell, and seed -> config hash."""
     runs = [r for r in results.cell(variant, task) if r.state == "completed" and r.final]
     scores = {r.seed: float(r.final["final_return"]) for r in runs if r.final}
-    hashes = {str(r.spec.get("config_hash")) for r in runs if r.spec}
+    hashes = {r.seed: str((r.spec or {}).get("config_hash")) for r in runs}
     return scores, hashes
 
 
@@ -253,7 +253,8 @@ def _check_cell(
         present = tuple(new_by_seed.values())
         return Regression(variant, task, "missing", "-", tuple(ref), present, detail)
     new = np.asarray([new_by_seed[s] for s in ref_by_seed], dtype=float)
-    if same_env and hashes == {str(entry.get("config_hash"))}:
+    ref_hashes = dict(zip(entry["seeds"], entry["config_hashes"], strict=True))
+    if same_env and all(hashes[seed] == h for seed, h in ref_hashes.items()):
         return _check_exact(variant, task, ref, new)
     tol = _tolerance(reference, task, float(ref.mean()), tol_frac)
     return _check_statistical(variant, task, ref, new, tol, alpha)

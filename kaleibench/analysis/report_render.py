@@ -133,15 +133,19 @@ def _diagnostic_figure(
     tasks = a.results.suite.task_ids
     if not keys:
         return []
-    fig = plots.new_figure(n_cols=len(tasks), n_rows=len(keys), size=(4.0, 2.8))
-    for row, key in enumerate(keys):
-        for col, task in enumerate(tasks):
-            curves: dict[str, Curve] = {}
-            for v in a.variants:
-                c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
-                if c is not None:
-                    curves[v] = c
-            plots.plot_curves(curves, f"{task}", key, ax=fig.axes[row * len(tasks) + col])
+    panels = [(key, task) for key in keys for task in tasks]
+    n_cols = min(4, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    fig = plots.new_figure(n_cols=n_cols, n_rows=n_rows, size=(4.0, 2.8))
+    for ax in fig.axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (key, task) in zip(fig.axes, panels, strict=False):
+        curves: dict[str, Curve] = {}
+        for v in a.variants:
+            c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
+            if c is not None:
+                curves[v] = c
+        plots.plot_curves(curves, task, key, ax=ax)
     plots.save_figure(fig, fig_dir, stem)
     caption = (
         f"{what} ({', '.join(keys)}) from training logs: mean over seeds with a shaded "

@@ -15,7 +15,7 @@ are reported as N/A and are not counted as missing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ def load_results(results_dir: str | Path) -> Results:
 
     Returns:
         A :class:`Results`; the grid comes from ``suite.json`` (inferred from the folders, with
-        no bounds, if that file is absent).
+        no bounds, if that file is absent). Variant folders on disk that ``suite.json`` does not
+        list (e.g. a new variant run into an existing suite folder) are appended to the grid.
 
     Raises:
         FileNotFoundError: If ``results_dir`` does not exist.
@@ -181,6 +182,10 @@ def load_results(results_dir: str | Path) -> Results:
         raise FileNotFoundError(f"results folder {root} does not exist")
     suite_file = root / "suite.json"
     suite = _suite_from_json(read_json(suite_file)) if suite_file.exists() else _infer_suite(root)
+    on_disk = sorted({p.parts[-3] for p in root.glob("*/*/seed_*") if p.is_dir()})
+    extra = tuple(v for v in on_disk if v not in suite.variants)
+    if extra:
+        suite = replace(suite, variants=suite.variants + extra)
     runs: dict[tuple[str, str, int], Run] = {}
     for variant in suite.variants:
         for task in suite.task_ids:

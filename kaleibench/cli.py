@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--n-envs", type=int, help="batch rows (overrides the suite)")
     run.add_argument("--out", help="results root (default results/runs/<suite>)")
     run.add_argument("--workers", type=int, help="parallel runs (default: cores)")
+    run.add_argument("--backend", choices=["numpy", "mpe2"],
+                     help="env backend: numpy (batched, default) or mpe2 (the reference)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     status = sub.add_parser("status", help="per-cell state of a results folder")
@@ -87,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.n_envs < 1:
             raise BadInput(f"--n-envs must be >= 1, got {args.n_envs}")
         suite = replace(suite, n_envs=args.n_envs)
+    if args.backend is not None:
+        suite = replace(suite, backend=args.backend)
     if args.seeds and any(s < 0 for s in args.seeds):
         raise BadInput(f"--seeds must be >= 0, got {args.seeds}")
     if args.workers is not None and args.workers < 1:

@@ -32,9 +32,10 @@ def _random_actions(ts: kaleibench.TimeStep, rng: np.random.Generator) -> np.nda
     return scores.argmax(-1)
 
 
+@pytest.mark.parametrize("backend", ["mpe2", "numpy"])
 @pytest.mark.parametrize("task_id", TASK_IDS)
-def test_shapes_and_episode_end(task_id: str) -> None:
-    env = kaleibench.make(task_id, n_envs=3, seed=0)
+def test_shapes_and_episode_end(task_id: str, backend: str) -> None:
+    env = kaleibench.make(task_id, n_envs=3, seed=0, backend=backend)
     ts = env.reset([1, 2, 3])
     b, n, o, a = 3, env.n_agents, env.obs_dim, env.n_actions
     assert ts.obs.shape == (b, n, o) and ts.obs.dtype == np.float32
@@ -63,15 +64,16 @@ def test_same_seed_same_episode(task_id: str) -> None:
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("backend", ["mpe2", "numpy"])
 @pytest.mark.parametrize("task_id", TASK_IDS)
-def test_parity_with_raw_mpe2(task_id: str) -> None:
+def test_parity_with_raw_mpe2(task_id: str, backend: str) -> None:
     """Drive a raw mpe2 parallel_env with the same seed and actions (opponents replayed by the
     same rule and noise plan): observations, per-agent rewards and truncation agree exactly."""
     spec = tasks.get(task_id)
     module = importlib.import_module(f"mpe2.{spec.scenario}")
     rng = np.random.default_rng(3)
     for seed in (11, 12):
-        ours = kaleibench.make(task_id, n_envs=1)
+        ours = kaleibench.make(task_id, n_envs=1, backend=backend)
         raw = module.parallel_env(**dict(spec.kwargs))
         ts = ours.reset([seed])
         raw_obs, _ = raw.reset(seed=seed)

@@ -42,6 +42,15 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert c["final_returns"] != a["final_returns"]
 
 
+def test_backends_give_identical_runs(tmp_path: Path) -> None:
+    """The batched backend is the default; the mpe2 reference backend gives the same numbers."""
+    spec = _spec(t_max=400)
+    a = loop.train(spec, tmp_path / "numpy", progress=False)
+    b = loop.train(replace(spec, backend="mpe2"), tmp_path / "mpe2", progress=False)
+    assert a["final_returns"] == b["final_returns"]
+    assert a["absolute_returns"] == b["absolute_returns"]
+
+
 def test_files_and_schema(tmp_path: Path) -> None:
     spec = _spec()
     final = loop.train(spec, tmp_path, progress=False)

@@ -21,7 +21,7 @@ def task_spec(task_id: str) -> TaskSpec:
     return tasks.get(task_id)
 
 
-def make(task_id: str, n_envs: int = 1, seed: int = 0, backend: str = "mpe2") -> BatchedTask:
+def make(task_id: str, n_envs: int = 1, seed: int = 0, backend: str = "numpy") -> BatchedTask:
     """Build ``n_envs`` batched copies of task ``task_id``.
 
     Args:

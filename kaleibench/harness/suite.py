@@ -39,7 +39,7 @@ class Suite:
     eval_episodes: int = 32
     log_interval: int = 2_000
     checkpoint_interval: int = 50_000
-    backend: str = "mpe2"
+    backend: str = "numpy"
     description: str = ""
     source: str = ""
 
@@ -112,7 +112,7 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
     return Suite(
         name=str(data["name"]), version=_int(data, "version", source, 0) if "version" in data
         else 0, tasks=suite_tasks, variants=tuple(names), seeds=tuple(seeds),
-        t_max=_int(data, "t_max", source), backend=str(data.get("backend", "mpe2")),
+        t_max=_int(data, "t_max", source), backend=str(data.get("backend", "numpy")),
         description=str(data.get("description", "")), source=source, **extra)
 
 

@@ -29,7 +29,7 @@ class RunSpec:
     eval_episodes: int = 32
     log_interval: int = 2_000
     checkpoint_interval: int = 50_000
-    backend: str = "mpe2"
+    backend: str = "numpy"
 
     def __post_init__(self) -> None:
         for name in ("t_max", "n_envs", "eval_interval", "eval_episodes", "log_interval",

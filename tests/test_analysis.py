@@ -161,3 +161,13 @@ def test_export_marl_eval_schema(results_dir: Path, tmp_path: Path) -> None:
     )
     assert run["absolute_metrics"]["return"] == final["absolute_returns"]
     assert np.mean(run["step_4"]["return"]) == pytest.approx(final["final_return"])
+
+
+def test_report_without_suite_json_skips_aggregates(results_dir: Path, tmp_path: Path) -> None:
+    (results_dir / "suite.json").unlink()  # grid inferred from folders, no bounds
+    results = scores.load_results(results_dir)
+    assert results.suite.task_ids == ["mpe/spread-v0", "mpe/tag-v0"]
+    assert set(results.suite.variants) == {"qmix", "kalei-qmix"} and not results.suite.has_bounds
+    text = write_report(results_dir, tmp_path / "r", reps=100, figures=False).read_text()
+    assert "Aggregates skipped" in text and "per_task" in text
+    assert not (tmp_path / "r" / "tables" / "aggregate.md").exists()

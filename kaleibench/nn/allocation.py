@@ -107,9 +107,10 @@ class AllocPolicy(nn.Module):
             entropy = entropy - (logp.exp() * logp).sum(-1) * active_agent[:, i]
             hard = nn.functional.one_hot(choice, k).float() * active_agent[:, i, None]  # (BP, K)
             ag_cnt = ag_cnt + hard * COUNT_NORM
-            upd = self.embed_update(torch.relu(torch.cat(
-                [tasks, agents[:, i, None].expand(-1, k, -1)], -1)))  # (BP, K, D)
-            tasks = tasks + upd * hard[..., None]
+            # only the chosen task's embedding changes, so update just that row
+            chosen = (tasks * hard[..., None]).sum(1)  # (BP, D)
+            upd = self.embed_update(torch.relu(torch.cat([chosen, agents[:, i]], -1)))  # (BP, D)
+            tasks = tasks + upd[:, None] * hard[..., None]  # (BP, K, D)
             picks.append(hard)
         allocs = torch.stack(picks, 1).reshape(b, n_proposals, n, k)  # (B, P, N, K)
         return AllocOutput(allocs, log_pi.reshape(b, n_proposals),
@@ -145,13 +146,13 @@ class AllocCritic(nn.Module):
         """
         b, p, n, k = allocs.shape
         rep = lambda x: x.repeat_interleave(p, 0)  # noqa: E731
-        ent, present = rep(entities), rep(entity_mask)  # (BP, E, F), (BP, E)
+        base, present = rep(self.in_fc(entities)), rep(entity_mask)  # (BP, E, D), (BP, E)
         e2t = rep(entity2task.float()).clone()  # (BP, E, K)
         e2t[:, :n] = allocs.reshape(b * p, n, k)
         e2t = e2t * present[..., None]
         counts = torch.stack([e2t[:, :n].sum(1), e2t[:, n:].sum(1)], -1) * COUNT_NORM  # (BP,K,2)
         count_x = e2t @ self.count_embed(counts)  # (BP, E, D)
-        x1 = torch.relu(self.in_fc(ent) + self.task_embed(permuted_tasks(e2t, gen)) + count_x)
+        x1 = torch.relu(base + self.task_embed(permuted_tasks(e2t, gen)) + count_x)
         allowed = present[:, None, :] & present[:, :n, None]  # (BP, N, E)
         x2 = torch.relu(self.attn(x1, allowed, n))  # (BP, N, D)
         w = present[:, :n, None].float()  # (BP, N, 1)

@@ -54,8 +54,10 @@ class EntityAttention(nn.Module):
         """
         b, e, d = x.shape
         h = self.n_heads
-        q, k, v = self.in_trans(x).chunk(3, dim=-1)  # (B, E, D) each
-        q = q[:, :n_queries].reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
+        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)  # fused in_trans, Q rows only
+        q = x[:, :n_queries] @ w_q.t()  # (B, Q, D)
+        k, v = (x @ w_kv.t()).chunk(2, dim=-1)  # (B, E, D) each
+        q = q.reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
         k = k.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         v = v.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         logits = q @ k.transpose(-1, -2) / (d // h) ** 0.5  # (B, H, Q, E)
@@ -141,7 +143,7 @@ class SubtaskMixer(nn.Module):
         """Per-subtask Q_tot.
 
         Args:
-            q: (B, N, ) chosen-action Q-values; entities: (B, E, F);
+            q: (B, N) chosen-action Q-values; entities: (B, E, F);
             entity2task: (B, E, K) membership incl. the agents' allocation; entity_mask: (B, E).
 
         Returns:

@@ -146,3 +146,17 @@ def test_every_learning_variant_updates(name: str) -> None:
     algo = variant.build(EnvInfo.of(env, 1000), seed=0)
     stats = algo.train_on(collect(env, algo, 0, True).batch, 100)
     assert np.isfinite(stats["loss"]) and stats["n_updates"] == 4.0
+
+
+@pytest.mark.parametrize("agent", ["gru", "gru-1r3", "kalei-1r3"])
+def test_sequence_unroll_equals_step_by_step(agent: str) -> None:
+    learner, env = _learner(agent=agent)
+    batch = collect(env, learner, 0, explore=True, seeds=[1, 2, 3, 4]).batch
+    fused = learner.unroll(learner.agent, batch)  # (B, T+1, N, A)
+    inputs = learner.build_inputs(batch["obs"], torch.cat(
+        [torch.full_like(batch["actions"][:, :1], -1), batch["actions"]], dim=1))
+    h, steps = learner.agent.init_hidden(4), []
+    for t in range(inputs.shape[1]):
+        q, h = learner.agent(inputs[:, t], h)
+        steps.append(q)
+    torch.testing.assert_close(fused, torch.stack(steps, 1), rtol=1e-5, atol=1e-5)

@@ -124,10 +124,10 @@ def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Gener
 def reinit_(module: nn.Module, gen: torch.Generator) -> None:
     """Re-draw every Linear/GRU weight from ``gen`` with PyTorch's default bounds."""
     for m in module.modules():
-        if isinstance(m, nn.Linear | nn.GRUCell):
-            for name, p in m.named_parameters(recurse=False):
-                fan_in = p.shape[-1] if name.startswith("weight") else (
-                    m.in_features if isinstance(m, nn.Linear) else m.hidden_size)
+        if isinstance(m, nn.Linear | nn.GRUCell | nn.GRU):
+            for _, p in m.named_parameters(recurse=False):
+                # nn.Linear: U(±1/√fan_in); recurrent cells: U(±1/√hidden) for every tensor
+                fan_in = m.in_features if isinstance(m, nn.Linear) else m.hidden_size
                 bound = 1.0 / max(fan_in, 1) ** 0.5
                 with torch.no_grad():
                     p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
@@ -147,8 +147,10 @@ class Qmix:
         self.input_dim = env_info.obs_dim + (a if config.obs_last_action else 0) + (
             n if config.obs_agent_id else 0)
         init_gen = torch_stream(seed, "init")
-        self.agent = build_agent(config, self.input_dim, env_info, init_gen)
-        self.mixer = QMixer(n, env_info.state_dim, config.mixing_embed_dim, config.hypernet_embed)
+        with torch.random.fork_rng(devices=[]):  # default inits are overwritten from init_gen
+            self.agent = build_agent(config, self.input_dim, env_info, init_gen)
+            self.mixer = QMixer(n, env_info.state_dim, config.mixing_embed_dim,
+                                config.hypernet_embed)
         reinit_(self.mixer, init_gen)
         self.target_agent = copy.deepcopy(self.agent)
         self.target_mixer = copy.deepcopy(self.mixer)
@@ -203,6 +205,8 @@ class Qmix:
         bsz, t1 = obs.shape[:2]
         last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)  # (B, T+1, N)
         inputs = self.build_inputs(obs, last)  # (B, T+1, N, I)
+        if hasattr(agent, "unroll"):  # fused whole-sequence recurrence, same math
+            return agent.unroll(inputs)
         h = agent.init_hidden(bsz)
         qs = []
         for t in range(t1):

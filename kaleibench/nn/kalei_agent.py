@@ -22,11 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from kaleibench.nn.kalei_linear import KaleiLinear, default_generator, make_linear, uniform
+from kaleibench.nn.rnn_agent import gru_sequence, gru_step
 
 
-def make_gru_cell(input_size: int, hidden_size: int, generator: torch.Generator) -> nn.GRUCell:
-    """``nn.GRUCell`` with PyTorch's default init ``U(−1/√H, 1/√H)``, drawn from ``generator``."""
-    cell = nn.utils.skip_init(nn.GRUCell, input_size, hidden_size)
+def make_gru_cell(input_size: int, hidden_size: int, generator: torch.Generator) -> nn.GRU:
+    """One-layer ``nn.GRU`` (same parameters and math as a GRUCell, plus a fused sequence
+    kernel) with PyTorch's default init ``U(−1/√H, 1/√H)``, drawn from ``generator``."""
+    # built on the meta device and materialised empty: no draw from the global RNG
+    cell = nn.GRU(input_size, hidden_size, batch_first=True, device="meta").to_empty(device="cpu")
     bound = 1.0 / math.sqrt(hidden_size)
     with torch.no_grad():
         for param in cell.parameters():
@@ -94,7 +97,7 @@ class Rnn1R3Agent(nn.Module):
 
     def init_hidden(self, batch_size: int) -> Tensor:
         """Zero hidden state of shape ``(B, N, H)`` on the parameters' device."""
-        return self.rnn.weight_hh.new_zeros(batch_size, self.n_agents, self.hidden_dim)
+        return self.rnn.weight_hh_l0.new_zeros(batch_size, self.n_agents, self.hidden_dim)
 
     def forward(self, inputs: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """One recurrent step for all agents.
@@ -114,12 +117,21 @@ class Rnn1R3Agent(nn.Module):
                 f"{tuple(hidden.shape)}"
             )
         x = torch.relu(self.fc1(inputs))  # (B, N, H)
-        h_flat = self.rnn(x.reshape(-1, self.hidden_dim), hidden.reshape(-1, self.hidden_dim))
+        h_flat = gru_step(self.rnn, x.reshape(-1, self.hidden_dim),
+                          hidden.reshape(-1, self.hidden_dim))
         h = h_flat.view(batch, n_agents, self.hidden_dim)  # (B, N, H)
-        q = torch.relu(self.fc2(h))  # (B, N, H)
-        q = torch.relu(self.fc3(q))  # (B, N, H)
-        q = self.fc4(q)  # (B, N, A)
-        return q, h
+        return self._head(h), h
+
+    def _head(self, h: Tensor) -> Tensor:
+        """fc2 → fc3 → fc4 on hidden states (..., N, H) -> (..., N, A)."""
+        q = torch.relu(self.fc2(h))  # (..., N, H)
+        q = torch.relu(self.fc3(q))  # (..., N, H)
+        return self.fc4(q)  # (..., N, A)
+
+    def unroll(self, inputs: Tensor) -> Tensor:
+        """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A)."""
+        x = torch.relu(self.fc1(inputs))  # (B, T, N, H)
+        return self._head(gru_sequence(self.rnn, x))
 
     @property
     def mask_layers(self) -> tuple[KaleiLinear, ...]:

@@ -6,6 +6,24 @@ import torch
 from torch import nn
 
 
+def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """One GRU step for M sequences: x (M, H_in), hidden (M, H) -> (M, H)."""
+    _, h = rnn(x.unsqueeze(1), hidden.unsqueeze(0))  # (1, M, H)
+    return h.squeeze(0)
+
+
+def gru_sequence(rnn: nn.GRU, x: torch.Tensor) -> torch.Tensor:
+    """The GRU over whole episodes from a zero state, in one call.
+
+    x (B, T, N, H_in) -> hidden states (B, T, N, H): the same function as T calls of
+    :func:`gru_step`, but the time loop runs inside one fused kernel (forward and backward).
+    """
+    b, t, n, _ = x.shape
+    seq = x.permute(0, 2, 1, 3).reshape(b * n, t, -1)  # (B·N, T, H_in)
+    out, _ = rnn(seq)  # (B·N, T, H)
+    return out.view(b, n, t, -1).permute(0, 2, 1, 3)  # (B, T, N, H)
+
+
 class GruAgent(nn.Module):
     """q_i = fc2(GRU(relu(fc1(x_i)), h_i)); one network shared by all agents.
 
@@ -17,7 +35,7 @@ class GruAgent(nn.Module):
         self.n_agents = n_agents
         self.hidden_dim = hidden_dim
         self.fc1 = nn.Linear(input_dim, hidden_dim)
-        self.rnn = nn.GRUCell(hidden_dim, hidden_dim)
+        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
         self.fc2 = nn.Linear(hidden_dim, n_actions)
 
     def init_hidden(self, batch_size: int) -> torch.Tensor:
@@ -30,6 +48,11 @@ class GruAgent(nn.Module):
         """One step: inputs (B, N, I), hidden (B, N, H) -> q (B, N, A), hidden (B, N, H)."""
         b, n, _ = inputs.shape
         x = torch.relu(self.fc1(inputs.reshape(b * n, -1)))  # (B·N, H)
-        h = self.rnn(x, hidden.reshape(b * n, -1))  # (B·N, H)
+        h = gru_step(self.rnn, x, hidden.reshape(b * n, -1))  # (B·N, H)
         q = self.fc2(h)  # (B·N, A)
         return q.view(b, n, -1), h.view(b, n, -1)
+
+    def unroll(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A)."""
+        h = gru_sequence(self.rnn, torch.relu(self.fc1(inputs)))  # (B, T, N, H)
+        return self.fc2(h)

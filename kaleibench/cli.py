@@ -33,6 +33,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     status = sub.add_parser("status", help="per-cell state of a results folder")
     status.add_argument("results")
+    report = sub.add_parser("report", help="tables, figures and report.md for a results folder")
+    report.add_argument("results")
+    report.add_argument("--out", help="output folder (default <results>/report)")
+    report.add_argument("--baseline", help="variant the others are compared against")
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    report.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples")
+    report.add_argument("--score", choices=["final", "absolute"], default="final")
+    report.add_argument("--allow-incomplete", action="store_true",
+                        help="compare even if cells are missing (they are listed)")
+    report.add_argument("--no-figures", action="store_true", help="tables and report.md only")
+    export = sub.add_parser("export", help="export results for other tools")
+    export.add_argument("results")
+    export.add_argument("--format", choices=["marl-eval"], default="marl-eval")
+    export.add_argument("--out", help="output file (default <results>/marl_eval.json)")
+    check = sub.add_parser("check", help="regression gate against reference scores")
+    check.add_argument("--suite", required=True, help="suite the reference was made from")
+    check.add_argument("--reference", required=True, help="results/reference/<suite>.json")
+    check.add_argument("--results", help="read this results folder instead of running the suite")
+    check.add_argument("--workers", type=int, help="parallel runs when running the suite")
+    ref = sub.add_parser("reference", help="write reference scores from a completed suite run")
+    ref.add_argument("--suite", required=True)
+    ref.add_argument("--results", required=True)
+    ref.add_argument("--out", required=True, help="e.g. results/reference/smoke.json")
     return p
 
 
@@ -75,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, then execute the grid."""
     from dataclasses import replace
 
+    from kaleibench.algos import load_variant
     from kaleibench.harness.grid import expand
     from kaleibench.harness.runner import execute, write_suite_json
     from kaleibench.harness.suite import load_suite, parse_suite
@@ -104,7 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe.unlink()
     except OSError as exc:
         raise BadInput(f"output folder {out} is not writable: {exc}") from exc
-    write_suite_json(out, suite.to_json())
+    suite_json = suite.to_json()
+    if args.variants:
+        suite_json["variants"] = [load_variant(v).name for v in args.variants]
+    write_suite_json(out, suite_json)
     summary = execute(cells, out, workers=args.workers, retry_failed=args.retry_failed,
                       progress=not args.no_progress)
     counts = summary.counts
@@ -125,6 +152,82 @@ def cmd_status(args: argparse.Namespace) -> int:
     return print_status(Path(args.results))
 
 
+def _results_dir(path: str) -> Path:
+    results = Path(path)
+    if not results.is_dir():
+        raise BadInput(f"{results} is not a results folder")
+    return results
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report; incomplete grids are refused unless --allow-incomplete."""
+    from kaleibench.analysis.report import write_report
+
+    if args.reps < 100:
+        raise BadInput(f"--reps must be >= 100, got {args.reps}")
+    path = write_report(_results_dir(args.results), args.out, baseline=args.baseline,
+                        seed=args.seed, reps=args.reps, allow_incomplete=args.allow_incomplete,
+                        kind=args.score, figures=not args.no_figures)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """marl-eval JSON export."""
+    from kaleibench.analysis.export import export_marl_eval
+
+    results = _results_dir(args.results)
+    path = export_marl_eval(results, args.out or results / "marl_eval.json")
+    print(f"marl-eval JSON written to {path}")
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    """Record reference scores (with provenance) from a completed suite run."""
+    from kaleibench.analysis.regression import build_reference, save_reference
+    from kaleibench.harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    command = (f"kaleibench run --suite {args.suite} --out {args.results} && kaleibench "
+               f"reference --suite {args.suite} --results {args.results} --out {args.out}")
+    ref = build_reference(_results_dir(args.results), suite.name, suite.to_json()["hash"],
+                          command)
+    print(f"reference written to {save_reference(ref, args.out)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Fail (exit 1) naming every cell that fell below the reference by more than noise."""
+    from kaleibench.analysis.regression import (
+        check_against_reference,
+        format_regressions,
+        load_reference,
+    )
+    from kaleibench.harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    if not Path(args.reference).is_file():
+        raise BadInput(f"{args.reference}: no such reference file")
+    reference = load_reference(args.reference)
+    if args.results:
+        results = _results_dir(args.results)
+    else:
+        results = Path("results") / "runs" / suite.name
+        ns = argparse.Namespace(suite=args.suite, variants=None, tasks=None, seeds=None,
+                                t_max=None, n_envs=None, out=str(results), workers=args.workers,
+                                retry_failed=False, no_progress=True, backend=None)
+        if cmd_run(ns) != 0:
+            print("kaleibench check: the suite run did not complete", file=sys.stderr)
+            return 1
+    regressions = check_against_reference(results, reference)
+    if regressions:
+        print(format_regressions(regressions))
+        print(f"kaleibench check: {len(regressions)} regressed cell(s) vs {args.reference}")
+        return 1
+    print(f"kaleibench check: all cells of {results} match {args.reference}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kaleibench`` console script."""
     args = _parser().parse_args(argv)
@@ -138,9 +241,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "reference":
+            return cmd_reference(args)
     except (BadInput, ConfigError, UnknownIdError) as exc:
         print(f"kaleibench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ValueError as exc:  # e.g. an incomplete grid refused by report/reference
+        print(f"kaleibench: {exc}", file=sys.stderr)
+        return 1
     return EXIT_BAD_INPUT
 
 

@@ -54,3 +54,29 @@ def test_tasks_without_subtasks_have_no_view() -> None:
     assert "entities" not in env.reset().info
     with pytest.raises(ValueError, match="no subtasks"):
         entity_layout(task_spec("mpe/tag-v0"))
+
+
+class _ListingPolicy:
+    """A random policy that asks the rollout to store the entity view."""
+
+    learns = False
+    needs_subtasks = True
+    extra_fields = ENTITY_KEYS
+
+    def init_hidden(self, batch_size: int) -> None:
+        return None
+
+    def act(self, ts, hidden, t_env, explore):  # type: ignore[no-untyped-def]
+        return np.zeros(ts.avail_actions.shape[:2], dtype=np.int64), hidden
+
+
+def test_rollout_stores_extra_fields_per_step() -> None:
+    from kaleibench.train.rollout import collect
+
+    env = make("mpe/tag-4v2-v0", n_envs=2, seed=0, backend="numpy")
+    batch = collect(env, _ListingPolicy(), 0, explore=False, seeds=[3, 4]).batch  # type: ignore
+    t = env.episode_limit
+    assert batch["entities"].shape == (2, t + 1, 8, N_FEATURES)
+    assert batch["task_rewards"].shape == (2, t, 2)
+    assert batch["entity2task"].shape == (2, t + 1, 8, 2)
+    np.testing.assert_allclose(batch["task_rewards"].sum(-1), batch["reward"], atol=1e-4)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_BAD_INPUT = 2
 
@@ -94,10 +95,27 @@ def _single_cell_suite(args: argparse.Namespace) -> dict[str, object]:
             "variants": args.variants, "seeds": args.seeds or [0], "t_max": args.t_max or 100_000}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Validate everything, then execute the grid."""
+def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
+    """Command-line overrides of a suite, validated before anything runs."""
     from dataclasses import replace
 
+    for flag, field in (("t_max", "t_max"), ("n_envs", "n_envs")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise BadInput(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+            suite = replace(suite, **{field: value})
+    if args.backend is not None:
+        suite = replace(suite, backend=args.backend)
+    if args.seeds and any(s < 0 for s in args.seeds):
+        raise BadInput(f"--seeds must be >= 0, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise BadInput(f"--workers must be >= 1, got {args.workers}")
+    return suite
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate everything, then execute the grid."""
     from kaleibench.algos import load_variant
     from kaleibench.harness.grid import expand
     from kaleibench.harness.runner import execute, write_suite_json
@@ -105,20 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite) if args.suite else parse_suite(
         _single_cell_suite(args), "command line")
-    if args.t_max is not None:
-        if args.t_max < 1:
-            raise BadInput(f"--t-max must be >= 1, got {args.t_max}")
-        suite = replace(suite, t_max=args.t_max)
-    if args.n_envs is not None:
-        if args.n_envs < 1:
-            raise BadInput(f"--n-envs must be >= 1, got {args.n_envs}")
-        suite = replace(suite, n_envs=args.n_envs)
-    if args.backend is not None:
-        suite = replace(suite, backend=args.backend)
-    if args.seeds and any(s < 0 for s in args.seeds):
-        raise BadInput(f"--seeds must be >= 0, got {args.seeds}")
-    if args.workers is not None and args.workers < 1:
-        raise BadInput(f"--workers must be >= 1, got {args.workers}")
+    suite = _apply_overrides(suite, args)
     cells = expand(suite, args.variants, args.tasks, args.seeds)
     out = Path(args.out or Path("results") / "runs" / suite.name)
     try:

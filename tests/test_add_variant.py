@@ -61,7 +61,9 @@ def test_plugin_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         sys.modules.pop("my_plugin", None)
 
 
-def test_unknown_override_key_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_override_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     variant = tmp_path / "bad.yaml"
     variant.write_text(_blocks("yaml")[0].replace("hidden_dim", "hiden_dim"))
     assert _run(["--variants", str(variant)], tmp_path / "runs") == 2

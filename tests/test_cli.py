@@ -24,7 +24,9 @@ variants: [qmix, kalei-qmix, random]
 """
 
 
-def test_suite_run_report_reference_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_suite_run_report_reference_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY)
     out = tmp_path / "runs"
@@ -56,7 +58,9 @@ def test_suite_run_report_reference_check(tmp_path: Path, capsys: pytest.Capture
     assert (out / "marl_eval.json").exists()
 
 
-def test_report_refuses_incomplete_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_refuses_incomplete_grid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     suite = tmp_path / "tiny.yaml"
     suite.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
     out = tmp_path / "runs"

@@ -92,7 +92,9 @@ def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert resumed[key] == reference[key]
 
 
-def test_failures_are_isolated_and_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failures_are_isolated_and_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     specs = [_spec(seed=1, t_max=200), _spec(seed=2, t_max=200)]
     original = loop.Run.train_step
 

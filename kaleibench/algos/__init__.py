@@ -78,7 +78,7 @@ def variant_from_mapping(data: dict[str, Any], name: str, source: str) -> Varian
     if "algo" not in data:
         raise ConfigError(f"{source}: missing `algo: package.module:Class`")
     try:
-        cls = load_entry_point(str(data["algo"]))
+        cls: Any = load_entry_point(str(data["algo"]))
     except (ImportError, ValueError) as exc:
         raise ConfigError(f"{source}: cannot import algo {data['algo']!r}: {exc}") from exc
     overrides = data.get("config") or {}

@@ -1,4 +1,4 @@
-"""Kalei-QMIX: QMIX with Kaleidoscope's per-agent learnable masks (Li et al. 2024, arXiv 2410.08540).
+"""Kalei-QMIX: QMIX with Kaleidoscope's learnable per-agent masks (Li et al. 2024, 2410.08540).
 
 Composed from QMIX's parts (SPEC §2, Decision 5): the 1R3 agent with masks on fc1-fc4, and a
 regulariser adding the adaptive-weighted mask-diversity loss and the periodic reset of

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
 import torch
@@ -27,13 +27,16 @@ from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 from kaleibench.train.schedules import LinearSchedule
 from kaleibench.utils.seeding import torch_stream
 
+if TYPE_CHECKING:
+    from kaleibench.nn.kalei_agent import Rnn1R3Agent
+
 
 @dataclass(frozen=True)
 class QmixConfig:
     """QMIX hyperparameters (EPyMARL defaults for MPE, SPEC §1.1 and Decision 4)."""
 
     agent: str = "gru"
-    """Agent network: ``gru`` (fc→GRU→fc) or ``gru-1r3`` (fc→GRU→3 fc, Kaleidoscope's matched baseline)."""
+    """Agent network: ``gru`` (fc→GRU→fc); ``gru-1r3`` (fc→GRU→3 fc, Kalei's matched baseline)."""
     hidden_dim: int = 64
     """Width of the agent network."""
     obs_agent_id: bool = True
@@ -86,6 +89,8 @@ class QmixConfig:
 
 
 AGENTS = ("gru", "gru-1r3", "kalei-1r3")
+AgentNet = Union["GruAgent", "Rnn1R3Agent"]
+"""The recurrent agent networks: one step via ``forward``, whole episodes via ``unroll``."""
 
 
 class Regulariser(Protocol):
@@ -108,10 +113,11 @@ class Regulariser(Protocol):
         ...
 
 
-def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Generator) -> nn.Module:
+def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Generator) -> AgentNet:
     """The agent network named by ``cfg.agent``; initialised from ``gen`` (no global RNG)."""
+    agent: AgentNet
     if cfg.agent == "gru":
-        agent: nn.Module = GruAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
+        agent = GruAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
     else:
         from kaleibench.nn.kalei_agent import Rnn1R3Agent
 
@@ -199,23 +205,15 @@ class Qmix:
         return greedy.numpy(), (h, greedy)
 
     # ------------------------------------------------------------------ learning
-    def unroll(self, agent: nn.Module, batch: EpisodeBatch) -> torch.Tensor:
+    def unroll(self, agent: AgentNet, batch: EpisodeBatch) -> torch.Tensor:
         """Q-values of ``agent`` over all T+1 steps: (B, T+1, N, A)."""
         obs, actions = batch["obs"], batch["actions"]  # (B, T+1, N, O), (B, T, N)
-        bsz, t1 = obs.shape[:2]
         last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)  # (B, T+1, N)
         inputs = self.build_inputs(obs, last)  # (B, T+1, N, I)
-        if hasattr(agent, "unroll"):  # fused whole-sequence recurrence, same math
-            return agent.unroll(inputs)
-        h = agent.init_hidden(bsz)
-        qs = []
-        for t in range(t1):
-            q, h = agent(inputs[:, t], h)
-            qs.append(q)
-        return torch.stack(qs, dim=1)
+        return agent.unroll(inputs)  # fused whole-sequence recurrence
 
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²] over filled steps."""
+        """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps."""
         reward, mask = batch["reward"], batch["filled"].float()  # (B, T)
         done = batch["terminated"].float()  # (B, T)
         if self.cfg.timeout_is_terminal:

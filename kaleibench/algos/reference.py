@@ -69,4 +69,5 @@ class HeuristicPolicy(_Fixed):
 
     def act(self, ts: TimeStep, hidden: Any, t_env: int, explore: bool) -> tuple[np.ndarray, Any]:
         """Scripted actions, row by row."""
-        return np.stack([team_heuristic(self.spec, ts.obs[b]) for b in range(ts.obs.shape[0])]), None
+        rows = [team_heuristic(self.spec, ts.obs[b]) for b in range(ts.obs.shape[0])]
+        return np.stack(rows), None

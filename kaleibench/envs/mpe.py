@@ -98,7 +98,7 @@ class Mpe2Task:
 
     # ------------------------------------------------------------------ API
     def reset(self, seeds: Sequence[int] | None = None) -> TimeStep:
-        """Reset every row; ``seeds`` (len B) fix the episodes, else drawn from the task's stream."""
+        """Reset every row; ``seeds`` (len B) fix the episodes, else drawn from the seed stream."""
         if seeds is None:
             seeds = [int(s) for s in self._seed_rng.integers(0, 2**31 - 1, size=self.n_envs)]
         if len(seeds) != self.n_envs:
@@ -124,7 +124,8 @@ class Mpe2Task:
         acts = {}
         for k, (name, policy) in enumerate(self.spec.opponents):
             noise = int(self._opp_noise[row, k, self._t])
-            acts[name] = opponent_action(policy, self._last_raw_obs[row][name], self.spec, noise)
+            obs = self._last_raw_obs[row][name]
+            acts[name] = opponent_action(policy, obs, self.spec, noise)
         return acts
 
     def step(self, actions: np.ndarray) -> TimeStep:

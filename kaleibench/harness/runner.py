@@ -122,9 +122,9 @@ def plan(cells: Sequence[Cell], root: Path, retry_failed: bool) -> tuple[list[Ru
 
 
 def _progress_loop(futures: dict[Future[Outcome], RunSpec], root: str, total: int) -> None:
-    from tqdm import tqdm
-
     import sys
+
+    from tqdm import tqdm
 
     interval = 0.5 if sys.stderr.isatty() else 30.0
     with tqdm(total=total, desc="grid", unit="step", dynamic_ncols=True,

@@ -97,7 +97,7 @@ class Rnn1R3Agent(nn.Module):
 
     def init_hidden(self, batch_size: int) -> Tensor:
         """Zero hidden state of shape ``(B, N, H)`` on the parameters' device."""
-        return self.rnn.weight_hh_l0.new_zeros(batch_size, self.n_agents, self.hidden_dim)
+        return next(self.parameters()).new_zeros(batch_size, self.n_agents, self.hidden_dim)
 
     def forward(self, inputs: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """One recurrent step for all agents.

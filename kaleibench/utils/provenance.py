@@ -41,4 +41,5 @@ def git_sha() -> str | None:
 
 def platform_string() -> str:
     """Machine and OS, for deciding whether exact score comparison applies."""
-    return f"{platform.system()}-{platform.machine()}-py{sys.version_info.major}.{sys.version_info.minor}"
+    py = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    return f"{platform.system()}-{platform.machine()}-{py}"

@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--n-envs", type=int, help="batch rows (overrides the suite)")
     run.add_argument("--out", help="results root (default results/runs/<suite>)")
     run.add_argument("--workers", type=int, help="parallel runs (default: cores)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local process pool, or a Ray cluster (pip install kaleibench[ray])")
+    run.add_argument("--address", help="Ray cluster address (e.g. auto); default: local Ray")
     run.add_argument("--backend", choices=["numpy", "mpe2"],
                      help="env backend: numpy (batched, default) or mpe2 (the reference)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
@@ -137,8 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.variants:
         suite_json["variants"] = [load_variant(v).name for v in args.variants]
     write_suite_json(out, suite_json)
-    summary = execute(cells, out, workers=args.workers, retry_failed=args.retry_failed,
-                      progress=not args.no_progress)
+    if getattr(args, "executor", "local") == "ray":
+        from kaleibench.harness.runner import execute_ray
+
+        summary = execute_ray(cells, out, address=args.address, retry_failed=args.retry_failed,
+                              num_cpus=args.workers)
+    else:
+        summary = execute(cells, out, workers=args.workers, retry_failed=args.retry_failed,
+                          progress=not args.no_progress)
     counts = summary.counts
     print(f"{len(summary.outcomes)} cells in {out}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -220,7 +229,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         results = Path("results") / "runs" / suite.name
         ns = argparse.Namespace(suite=args.suite, variants=None, tasks=None, seeds=None,
                                 t_max=None, n_envs=None, out=str(results), workers=args.workers,
-                                retry_failed=False, no_progress=True, backend=None)
+                                retry_failed=False, no_progress=True, backend=None,
+                                executor="local", address=None)
         if cmd_run(ns) != 0:
             print("kaleibench check: the suite run did not complete", file=sys.stderr)
             return 1

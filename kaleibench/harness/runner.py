@@ -180,6 +180,34 @@ def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
     return summary
 
 
+def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = None,
+                retry_failed: bool = False, num_cpus: int | None = None) -> Summary:
+    """Run the grid on a Ray cluster (``address``, e.g. ``auto``) or a local Ray instance.
+
+    Same RunSpecs, same per-run code (:func:`run_cell`) and the same results layout: ``root``
+    must be a folder every Ray worker can write (shared storage on a real cluster).
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("the ray executor needs `pip install kaleibench[ray]`") from exc
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    todo, summary = plan(cells, root, retry_failed)
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        refs = [remote.remote(spec, str(root), False) for spec in todo]
+        summary.outcomes.extend(ray.get(refs))
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary
+
+
 def write_suite_json(root: str | Path, suite_json: dict[str, Any]) -> None:
     """suite.json next to the runs: bounds and hash used by reports and checks."""
     io.atomic_write_json(Path(root) / "suite.json", suite_json)

@@ -7,6 +7,7 @@ worker it runs in-process and shows the run's own progress bar.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections import Counter
@@ -70,9 +71,23 @@ def cell_state(spec: RunSpec, root: Path) -> str:
         return "completed"
     if state == "failed":
         return "failed"
-    if state == "running" and time.time() - float(status.get("heartbeat", 0)) < STALE_SECONDS:
+    if state == "running" and is_alive(status):
         return "running"
     return "resumable"
+
+
+def is_alive(status: dict[str, Any]) -> bool:
+    """Whether a ``running`` status belongs to a live process: on this host, its pid exists;
+    elsewhere, its heartbeat is younger than ``STALE_SECONDS``."""
+    if status.get("host") == socket.gethostname() and "pid" in status:
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return int(status["pid"]) != os.getpid()
+    return time.time() - float(status.get("heartbeat", 0)) < STALE_SECONDS
 
 
 def run_cell(spec: RunSpec, root: str, progress: bool) -> Outcome:

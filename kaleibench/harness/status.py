@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from kaleibench.harness.runner import is_alive
 from kaleibench.utils import io
 
 
-def _row(run_dir: Path) -> tuple[str, str]:
+FINAL_KEYS = ("final_return", "absolute_return", "final_returns", "t_env")
+
+
+def file_problems(run_dir: Path) -> list[str]:
+    """Corrupt or missing files of a run folder, each named (empty list = healthy)."""
     problems = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        lines = metrics.read_bytes().split(b"\n")
+        if lines and lines[-1].strip():
+            problems.append("metrics.jsonl: torn last line (no newline)")
+        bad = [k + 1 for k, line in enumerate(lines) if line.strip() and not _is_json(line)]
+        if bad:
+            problems.append(f"metrics.jsonl: corrupt line(s) {bad[:5]}")
+    final = run_dir / "final.json"
+    if final.exists():
+        try:
+            data = io.read_json(final)
+            missing = [k for k in FINAL_KEYS if k not in data]
+            if missing:
+                problems.append(f"final.json: missing {missing}")
+        except ValueError:
+            problems.append("final.json: corrupt JSON")
+    return problems
+
+
+def _is_json(line: bytes) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _row(run_dir: Path) -> tuple[str, str]:
+    problems = file_problems(run_dir)
     try:
         status = io.read_json(run_dir / "status.json")
     except (OSError, ValueError) as exc:
@@ -20,7 +55,7 @@ def _row(run_dir: Path) -> tuple[str, str]:
         spec = {}
         problems.append(f"spec.json: {exc}")
     state = str(status.get("state"))
-    if state == "running" and time.time() - float(status.get("heartbeat", 0)) > 120:
+    if state == "running" and not is_alive(status):
         state = "stale"
     evals = [r for r in io.read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
     last = f"{evals[-1]['return_mean']:.2f}" if evals else "-"

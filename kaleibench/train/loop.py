@@ -8,7 +8,9 @@ would), checkpoint.pt (full state), best.pt / final.pt (policies), final.json.
 from __future__ import annotations
 
 import math
+import os
 import signal
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -48,9 +50,14 @@ class LoopState:
 
 def write_status(run_dir: Path, state: str, t_env: int, error: str | None = None,
                  **extra: Any) -> None:
-    """status.json: pending / running (+heartbeat) / completed / failed (+error) / interrupted."""
+    """status.json: pending / running (+heartbeat) / completed / failed (+error) / interrupted.
+
+    ``host`` and ``pid`` let a later invocation on the same host tell a live run from a dead one
+    at once, instead of waiting for the heartbeat to go stale.
+    """
     io.atomic_write_json(run_dir / "status.json", {
-        "state": state, "t_env": t_env, "heartbeat": time.time(), "error": error, **extra})
+        "state": state, "t_env": t_env, "heartbeat": time.time(), "error": error,
+        "host": socket.gethostname(), "pid": os.getpid(), **extra})
 
 
 def spec_json(spec: RunSpec) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from pathlib import Path
 from kaleibench.harness.runner import is_alive
 from kaleibench.utils import io
 
-
 FINAL_KEYS = ("final_return", "absolute_return", "final_returns", "t_env")
 
 

@@ -160,3 +160,14 @@ def test_sequence_unroll_equals_step_by_step(agent: str) -> None:
         q, h = learner.agent(inputs[:, t], h)
         steps.append(q)
     torch.testing.assert_close(fused, torch.stack(steps, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_agent_unroll_matches_steps() -> None:
+    learner, env = _learner(agent="mlp")
+    batch = collect(env, learner, 0, explore=True, seeds=[1, 2, 3, 4]).batch
+    fused = learner.unroll(learner.agent, batch)
+    h = learner.agent.init_hidden(4)
+    inputs = learner.build_inputs(batch["obs"], torch.cat(
+        [torch.full_like(batch["actions"][:, :1], -1), batch["actions"]], dim=1))
+    steps = torch.stack([learner.agent(inputs[:, t], h)[0] for t in range(inputs.shape[1])], 1)
+    torch.testing.assert_close(fused, steps)

@@ -22,7 +22,7 @@ from kaleibench.algos.base import EnvInfo
 from kaleibench.envs.base import TimeStep
 from kaleibench.losses import RunningMeanStd, double_q_next_values, masked_td_loss, td_targets
 from kaleibench.nn.mixers import QMixer
-from kaleibench.nn.rnn_agent import GruAgent
+from kaleibench.nn.rnn_agent import GruAgent, MlpAgent
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 from kaleibench.train.schedules import LinearSchedule
 from kaleibench.utils.seeding import torch_stream
@@ -36,7 +36,8 @@ class QmixConfig:
     """QMIX hyperparameters (EPyMARL defaults for MPE, SPEC §1.1 and Decision 4)."""
 
     agent: str = "gru"
-    """Agent network: ``gru`` (fc→GRU→fc); ``gru-1r3`` (fc→GRU→3 fc, Kalei's matched baseline)."""
+    """Agent network: ``gru`` (fc→GRU→fc); ``mlp`` (3 fc, EPyMARL's ``use_rnn: False``);
+    ``gru-1r3`` (fc→GRU→3 fc, Kalei's matched baseline)."""
     hidden_dim: int = 64
     """Width of the agent network."""
     obs_agent_id: bool = True
@@ -88,8 +89,8 @@ class QmixConfig:
             raise ValueError(f"unknown agent {self.agent!r}; known: {sorted(AGENTS)}")
 
 
-AGENTS = ("gru", "gru-1r3", "kalei-1r3")
-AgentNet = Union["GruAgent", "Rnn1R3Agent"]
+AGENTS = ("gru", "mlp", "gru-1r3", "kalei-1r3")
+AgentNet = Union["GruAgent", "MlpAgent", "Rnn1R3Agent"]
 """The recurrent agent networks: one step via ``forward``, whole episodes via ``unroll``."""
 
 
@@ -118,6 +119,8 @@ def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Gener
     agent: AgentNet
     if cfg.agent == "gru":
         agent = GruAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
+    elif cfg.agent == "mlp":
+        agent = MlpAgent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents)
     else:
         from kaleibench.nn.kalei_agent import Rnn1R3Agent
 

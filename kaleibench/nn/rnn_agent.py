@@ -56,3 +56,33 @@ class GruAgent(nn.Module):
         """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A)."""
         h = gru_sequence(self.rnn, torch.relu(self.fc1(inputs)))  # (B, T, N, H)
         return self.fc2(h)
+
+
+class MlpAgent(nn.Module):
+    """EPyMARL's ``use_rnn: False`` agent: q_i = fc3(relu(fc2(relu(fc1(x_i))))), no memory.
+
+    Same interface as :class:`GruAgent`; the "hidden state" is carried but unused.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, n_actions: int, n_agents: int) -> None:
+        super().__init__()
+        self.n_agents = n_agents
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
+        self.fc3 = nn.Linear(hidden_dim, n_actions)
+
+    def init_hidden(self, batch_size: int) -> torch.Tensor:
+        """Zeros (B, N, H), for interface compatibility."""
+        return self.fc1.weight.new_zeros(batch_size, self.n_agents, self.hidden_dim)
+
+    def forward(
+        self, inputs: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs (B, N, I) -> q (B, N, A); ``hidden`` passes through unchanged."""
+        return self.unroll(inputs), hidden
+
+    def unroll(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs (..., N, I) -> q (..., N, A), any leading shape."""
+        x = torch.relu(self.fc1(inputs))  # (..., N, H)
+        return self.fc3(torch.relu(self.fc2(x)))  # (..., N, A)

@@ -51,6 +51,9 @@ from kaleibench.nn.allocation import AllocCritic, AllocOutput, AllocPolicy
 from kaleibench.nn.attention import EntityAgent, SubtaskMixer, subtask_allowed
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 from kaleibench.train.schedules import LinearSchedule
+
+DEFAULT_T_MAX = 2_050_000
+"""Budget assumed for the allocation schedules when the learner is built without one."""
 from kaleibench.utils.seeding import torch_stream
 
 __all__ = ["Alma", "AlmaConfig", "AllocRegulariser"]
@@ -109,10 +112,11 @@ class Alma:
         self.buffer = ReplayBuffer(c.buffer_size)
         self.reward_ms, self.alloc_reward_ms = RunningMeanStd(), RunningMeanStd()
         self.epsilon = LinearSchedule(c.epsilon_start, c.epsilon_finish, c.epsilon_anneal_time)
+        t_max = env_info.t_max or DEFAULT_T_MAX  # schedules are fractions of the run's budget
         self.alloc_eps = LinearSchedule(c.alloc_eps_start, c.alloc_eps_finish,
-                                        c.alloc_eps_anneal_time)
+                                        int(c.alloc_eps_anneal_frac * t_max))
         self.prop_eps = LinearSchedule(c.prop_alloc_eps_start, c.prop_alloc_eps_finish,
-                                       c.prop_alloc_eps_anneal_time)
+                                       int(c.prop_alloc_eps_anneal_frac * t_max))
         self.act_gen = torch_stream(seed, "act")
         self.sample_gen = torch_stream(seed, "sample")
         self.learn_gen = torch_stream(seed, "algo")

@@ -58,14 +58,14 @@ class AlmaConfig:
     """Per-agent probability of a uniformly random subtask, at step 0."""
     alloc_eps_finish: float = 0.0
     """... after annealing."""
-    alloc_eps_anneal_time: int = 100_000
-    """Env steps of that anneal (ALMA: 5 % of t_max; here 5 % of a 2M-step run)."""
+    alloc_eps_anneal_frac: float = 0.05
+    """Fraction of the run's t_max over which that anneal runs (ALMA: 5 %)."""
     prop_alloc_eps_start: float = 1.0
     """Probability of executing the raw policy sample instead of the critic's argmax, at 0."""
     prop_alloc_eps_finish: float = 0.05
     """... after annealing."""
-    prop_alloc_eps_anneal_time: int = 400_000
-    """Env steps of that anneal (ALMA: 20 % of t_max; here 20 % of a 2M-step run)."""
+    prop_alloc_eps_anneal_frac: float = 0.2
+    """Fraction of the run's t_max over which that anneal runs (ALMA: 20 %)."""
     entropy_coef: float = 0.01
     """Weight of the proposal-entropy bonus in the amortisation loss."""
     decay_old: int = 150_000

@@ -8,33 +8,14 @@ half-written table or figure, and re-running a report overwrites instead of appe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from kaleibench.utils.io import atomic_write_bytes
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace).
-
-    Args:
-        path: Destination file; its parent folder is created if needed.
-        data: Full file content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json",
+           "read_jsonl"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="env backend: numpy (batched, default) or mpe2 (the reference)")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also write metrics as TensorBoard scalars under each run's "
+                          "tensorboard/ (pip install kaleibench[tensorboard])")
     status = sub.add_parser("status", help="per-cell state of a results folder")
     status.add_argument("results")
     report = sub.add_parser("report", help="tables, figures and report.md for a results folder")
@@ -56,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--reference", required=True, help="results/reference/<suite>.json")
     check.add_argument("--results", help="read this results folder instead of running the suite")
     check.add_argument("--workers", type=int, help="parallel runs when running the suite")
+    ev = sub.add_parser("evaluate", help="greedy episodes of a finished run's saved policy")
+    ev.add_argument("run_dir", help="a run folder (.../<variant>/<task>/seed_<k>)")
+    ev.add_argument("--policy", choices=["final", "best"], default="final")
+    ev.add_argument("--episodes", type=int, help="episodes (default: the run's eval_episodes)")
+    ev.add_argument("--seeds", nargs="+", type=int,
+                    help="explicit episode seeds (default: the fixed eval seeds)")
+    ev.add_argument("--render", metavar="FILE.gif", help="also write a GIF of the first episode")
     ref = sub.add_parser("reference", help="write reference scores from a completed suite run")
     ref.add_argument("--suite", required=True)
     ref.add_argument("--results", required=True)
@@ -128,6 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _single_cell_suite(args), "command line")
     suite = _apply_overrides(suite, args)
     cells = expand(suite, args.variants, args.tasks, args.seeds)
+    if getattr(args, "tensorboard", False):
+        cells = _with_tensorboard(cells)
     out = Path(args.out or Path("results") / "runs" / suite.name)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +169,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if counts.get("interrupted"):
         return 130
     return 1 if summary.failed else 0
+
+
+def _with_tensorboard(cells: list[Any]) -> list[Any]:
+    """The same cells with the TensorBoard sink on (run ids are unchanged)."""
+    from dataclasses import replace
+
+    from kaleibench.utils.tensorboard import TensorBoardUnavailable, require_tensorboard
+
+    try:
+        require_tensorboard()
+    except TensorBoardUnavailable as exc:
+        raise BadInput(str(exc)) from exc
+    return [replace(c, spec=replace(c.spec, tensorboard=True)) for c in cells]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -193,6 +218,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     results = _results_dir(args.results)
     path = export_marl_eval(results, args.out or results / "marl_eval.json")
     print(f"marl-eval JSON written to {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Greedy episodes of a run's saved policy: mean team return with a 95% t-CI, per agent."""
+    from kaleibench.evaluate import RunFolderError, evaluate_run, format_result
+
+    if args.episodes is not None and args.episodes < 1:
+        raise BadInput(f"--episodes must be >= 1, got {args.episodes}")
+    if args.seeds and args.episodes is not None and args.episodes != len(args.seeds):
+        raise BadInput(f"--episodes {args.episodes} but {len(args.seeds)} --seeds given")
+    if args.seeds and any(s < 0 for s in args.seeds):
+        raise BadInput(f"--seeds must be >= 0, got {args.seeds}")
+    if args.render and not args.render.lower().endswith(".gif"):
+        raise BadInput(f"--render must name a .gif file, got {args.render}")
+    try:
+        result = evaluate_run(args.run_dir, args.policy, args.episodes, args.seeds)
+        print(format_result(result, args.run_dir, args.policy))
+        if args.render:
+            from kaleibench.render import render_run
+
+            replay = render_run(args.run_dir, args.render, args.policy, seed=result.seeds[0])
+            print(f"replay of seed {replay.seed} ({len(replay.frames)} frames, team return "
+                  f"{replay.team_return:.4f}) written to {args.render}")
+    except RunFolderError as exc:
+        raise BadInput(str(exc)) from exc
     return 0
 
 
@@ -264,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "reference":
             return cmd_reference(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
     except (BadInput, ConfigError, UnknownIdError) as exc:
         print(f"kaleibench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

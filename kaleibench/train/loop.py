@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,18 @@ from kaleibench.utils.provenance import git_sha, package_versions, platform_stri
 from kaleibench.utils.seeding import eval_seeds, numpy_stream
 
 HEARTBEAT_SECONDS = 5.0
+
+
+class MetricsSink(Protocol):
+    """Somewhere else the metrics rows go (e.g. TensorBoard); metrics.jsonl stays the record."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Take one metrics row (the dict just appended to metrics.jsonl)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
 
 
 @dataclass
@@ -87,6 +99,7 @@ class Run:
         self.state = LoopState()
         self.best_policy: dict[str, Any] | None = None
         self.train_returns: list[float] = []
+        self.metrics_sink: MetricsSink | None = None
 
     # ---------------------------------------------------------------- persistence
     def save_checkpoint(self) -> None:
@@ -117,8 +130,10 @@ class Run:
         return True
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append a metrics row and advance the cursor."""
+        """Append a metrics row and advance the cursor; mirror it to the sink, if any."""
         self.state.metrics_bytes = io.append_jsonl(self.dir / "metrics.jsonl", row)
+        if self.metrics_sink is not None:
+            self.metrics_sink.write(row)
 
     # ---------------------------------------------------------------- phases
     def run_eval(self, n_episodes: int) -> np.ndarray:
@@ -195,6 +210,15 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         """Train to ``t_max`` (learners) or just evaluate (reference policies); write final.json."""
+        try:
+            return self._run()
+        finally:
+            if self.metrics_sink is not None:
+                self.metrics_sink.close()
+                self.metrics_sink = None
+
+    def _run(self) -> dict[str, Any]:
+        """The body of :meth:`run` (which closes the metrics sink however this ends)."""
         from tqdm import tqdm
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +229,11 @@ class Run:
             (self.dir / "metrics.jsonl").write_bytes(b"")
             (self.dir / "final.json").unlink(missing_ok=True)
         st, spec = self.state, self.spec
+        if spec.tensorboard:
+            from kaleibench.utils.tensorboard import TB_DIR, TensorBoardSink
+
+            self.metrics_sink = TensorBoardSink(
+                self.dir / TB_DIR, replay=io.read_jsonl(self.dir / "metrics.jsonl"))
         started, beat = time.time(), 0.0
         write_status(self.dir, "running", st.t_env, resumed=resumed)
         t_max = spec.t_max if self.algo.learns else 0

@@ -30,6 +30,8 @@ class RunSpec:
     log_interval: int = 2_000
     checkpoint_interval: int = 50_000
     backend: str = "numpy"
+    tensorboard: bool = False
+    """Also write the metrics rows as TensorBoard scalars (output only: not in the identity)."""
 
     def __post_init__(self) -> None:
         for name in ("t_max", "n_envs", "eval_interval", "eval_episodes", "log_interval",
@@ -40,8 +42,9 @@ class RunSpec:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
     def identity(self) -> dict[str, Any]:
-        """What the config hash covers (``checkpoint_interval`` and ``log_interval`` do not
-        change results; the backend must not either, but is recorded in spec.json)."""
+        """What the config hash covers (``checkpoint_interval``, ``log_interval`` and
+        ``tensorboard`` do not change results; the backend must not either, but is recorded in
+        spec.json)."""
         from kaleibench.envs import task_spec
 
         return {

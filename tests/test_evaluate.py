@@ -1,0 +1,214 @@
+"""Saved policies: `kaleibench evaluate`, replay GIFs and the TensorBoard sink."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kaleibench.algos import load_variant
+from kaleibench.cli import main
+from kaleibench.evaluate import evaluate_run
+from kaleibench.train import loop
+from kaleibench.train.spec import RunSpec
+from kaleibench.utils import io
+from kaleibench.utils.seeding import eval_seeds
+
+HAS_TB = importlib.util.find_spec("tensorboard") is not None
+
+
+def _spec(**kw: object) -> RunSpec:
+    v = load_variant("qmix")
+    v = replace(v, config=replace(v.config, batch_size=4, buffer_size=64))
+    base = dict(suite="t", variant=v, task="mpe/spread-v0", seed=1, t_max=400, n_envs=4,
+                eval_interval=200, eval_episodes=4, log_interval=100)
+    base.update(kw)
+    return RunSpec(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A just-trained tiny QMIX run (with the TensorBoard sink when tensorboard is installed)."""
+    root = tmp_path_factory.mktemp("runs")
+    spec = _spec(tensorboard=HAS_TB)
+    final = loop.train(spec, root, progress=False)
+    return spec.run_dir(root), final
+
+
+def test_evaluate_reproduces_recorded_final_and_absolute_returns(
+    trained: tuple[Path, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir, final = trained
+    result = evaluate_run(run_dir, "final")
+    assert result.seeds == eval_seeds(4)
+    assert result.returns.tolist() == final["final_returns"]  # exactly, same seeds
+    assert result.agent_returns.shape == (4, 3)
+    np.testing.assert_allclose(result.agent_returns.sum(axis=1), result.returns, rtol=1e-5)
+    best = evaluate_run(run_dir, "best", episodes=40)  # the run's "absolute" re-evaluation
+    assert best.returns.tolist() == final["absolute_returns"]
+    assert main(["evaluate", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    mean, low, high = result.interval()
+    assert f"team return: {mean:.4f}  95% t-CI [{low:.4f}, {high:.4f}]" in out
+    assert "agent_0" in out and "agent_2" in out
+
+
+def test_render_writes_one_frame_per_step_plus_first(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    run_dir, final = trained
+    gif = tmp_path / "replay.gif"
+    assert main(["evaluate", str(run_dir), "--episodes", "1", "--render", str(gif)]) == 0
+    with Image.open(gif) as im:
+        assert im.n_frames == 25 + 1
+        assert im.size == (240, 240)
+    assert gif.stat().st_size < 2_000_000
+    # Same greedy policy and episode seed as evaluation (mpe2 backend vs numpy: float32 sums).
+    from kaleibench.render import render_run
+
+    replay = render_run(run_dir, tmp_path / "again.gif", "final")
+    assert replay.team_return == pytest.approx(final["final_returns"][0], rel=1e-5)  # type: ignore[index]
+    assert (tmp_path / "again.gif").read_bytes() == gif.read_bytes()
+
+
+@pytest.mark.skipif(not HAS_TB, reason="tensorboard is not installed (pip install "
+                    "'kaleibench[tensorboard]')")
+def test_tensorboard_events_hold_the_jsonl_values(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kaleibench.utils.tensorboard import scalars
+
+    run_dir, _ = trained
+    rows = io.read_jsonl(run_dir / "metrics.jsonl")
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for tag, value in scalars(row).items():
+            expected.setdefault(tag, []).append((int(row["t_env"]), value))
+    assert {"train/loss_td", "train/return_mean", "eval/return_mean"} <= set(expected)
+    assert sorted(acc.Tags()["scalars"]) == sorted(expected)
+    for tag, points in expected.items():
+        got = [(e.step, e.value) for e in acc.Scalars(tag)]
+        assert got == [(s, float(np.float32(v))) for s, v in points], tag
+    # The sink changes neither the run id nor a byte of the JSONL.
+    spec = _spec()
+    assert spec.run_id == _spec(tensorboard=True).run_id
+    loop.train(spec, tmp_path, progress=False)
+    assert (spec.run_dir(tmp_path) / "metrics.jsonl").read_bytes() == (
+        run_dir / "metrics.jsonl").read_bytes()
+    assert not (spec.run_dir(tmp_path) / "tensorboard").exists()
+
+
+def test_tensorboard_flag_without_the_package_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # type: ignore[arg-type]
+    code = main(["run", "--variant", "qmix", "--task", "mpe/spread-v0", "--t-max", "100",
+                 "--out", str(tmp_path / "out"), "--tensorboard", "--no-progress"])
+    assert code == 2
+    assert "kaleibench[tensorboard]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def _corrupt_json(d: Path) -> Path:
+    (d / "spec.json").write_text('{"algo": ')
+    return d / "spec.json"
+
+
+def _spec_missing_key(d: Path) -> Path:
+    spec = json.loads((d / "spec.json").read_text())
+    del spec["config"]
+    (d / "spec.json").write_text(json.dumps(spec))
+    return d / "spec.json"
+
+
+def _corrupt_policy(d: Path) -> Path:
+    (d / "final.pt").write_bytes(b"not a torch file")
+    return d / "final.pt"
+
+
+def _missing_policy(d: Path) -> Path:
+    (d / "final.pt").unlink()
+    return d / "final.pt"
+
+
+def _not_a_policy(d: Path) -> Path:
+    torch.save({"weights": torch.zeros(3)}, d / "final.pt")
+    return d / "final.pt"
+
+
+def _shape_mismatch(d: Path) -> Path:
+    payload = torch.load(d / "final.pt", weights_only=True)
+    agent = payload["policy"]["agent"]
+    name = next(iter(agent))
+    agent[name] = torch.zeros(agent[name].shape[0] + 1, *agent[name].shape[1:])
+    torch.save(payload, d / "final.pt")
+    return d / "final.pt"
+
+
+def _other_task(d: Path) -> Path:
+    spec = json.loads((d / "spec.json").read_text())
+    spec["task"] = "mpe/spread-n6-v0"  # 6 agents: the saved agent net's input size differs
+    (d / "spec.json").write_text(json.dumps(spec))
+    return d / "final.pt"
+
+
+@pytest.mark.parametrize("damage", [
+    _corrupt_json, _spec_missing_key, _corrupt_policy, _missing_policy, _not_a_policy,
+    _shape_mismatch, _other_task,
+])
+def test_bad_run_folder_is_exit_2_naming_the_file(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path, damage: Callable[[Path], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_dir, _ = trained
+    d = tmp_path / "run"
+    shutil.copytree(run_dir, d)
+    culprit = damage(d)
+    assert main(["evaluate", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert str(culprit) in err, err
+
+
+def test_missing_run_folder_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope"
+    assert main(["evaluate", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", str(empty)]) == 2
+    assert str(empty / "spec.json") in capsys.readouterr().err
+
+
+def test_report_embeds_one_replay_per_cell(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from kaleibench.analysis.report import write_report
+
+    run_dir, _ = trained
+    results = tmp_path / "results"
+    shutil.copytree(run_dir, results / "qmix" / "mpe__spread-v0" / "seed_1")
+    text = write_report(results, tmp_path / "report", reps=200).read_text()
+    gif = tmp_path / "report" / "replays" / "qmix__mpe__spread-v0.gif"
+    assert "### Replays" in text and "](replays/qmix__mpe__spread-v0.gif)" in text
+    assert text.index("curves_per_task.png") < text.index("### Replays")
+    assert 0 < gif.stat().st_size <= 2_000_000
+    with Image.open(gif) as im:
+        assert im.n_frames == 26

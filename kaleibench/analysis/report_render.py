@@ -200,10 +200,50 @@ def _completeness(a: Analysis) -> list[str]:
     return lines + [""]
 
 
+def replay_lines(a: Analysis, out: Path) -> list[str]:
+    """Write one replay GIF per (variant, task) under ``out/replays``; Markdown embedding them.
+
+    Each GIF is the best seed's (by the report's score) best-evaluated policy playing the first
+    fixed eval seed greedily; see :mod:`kaleibench.render`.
+    """
+    from kaleibench.analysis.scores import SCORE_KEYS
+    from kaleibench.render import DEFAULT_SIZE, FPS, cell_replays
+    from kaleibench.utils.seeding import eval_seeds
+
+    replays = {(r.variant, r.task): r for r in cell_replays(a.results, SCORE_KEYS[a.kind],
+                                                            out / "replays")}
+    tasks = [t for t in a.results.suite.task_ids if any(k[1] == t for k in replays)]
+    if not tasks:
+        return []
+    lines = ["### Replays", "", "| variant | " + " | ".join(tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for v in a.variants:
+        cells = []
+        for t in tasks:
+            r = replays.get((v, t))
+            if r is None:
+                cells.append("N/A" if a.results.is_na(v, t) else "no completed run")
+            elif r.gif is None:
+                cells.append(f"no replay (seed {r.seed}: {r.error})".replace("|", "/"))
+            else:
+                cells.append(f"![{v} on {t}](replays/{r.gif.name})<br>seed {r.seed}, "
+                             f"return {r.team_return:.2f}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    caption = (
+        f"One greedy episode per cell (episode seed {eval_seeds(1)[0]}, the first eval seed) "
+        f"of the best-evaluated policy (best.pt) of the training seed with the highest {a.kind} "
+        f"score; one frame after reset and one per step, {FPS} fps, {DEFAULT_SIZE} px "
+        "(files: `replays/<variant>__<task>.gif`)."
+    )
+    return [*lines, "", f"*{caption}*", ""]
+
+
 def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
-    """Write tables, figures (unless ``figures`` is False) and ``report.md``; return its path."""
+    """Write tables, figures and replay GIFs (unless ``figures`` is False) and ``report.md``;
+    return its path."""
     written = write_tables(a, out)
     figs = write_figures(a, out) if figures else []
+    replays = replay_lines(a, out) if figures else []
     lines = [f"# kaleibench report: {a.results.suite.name}", "", *_provenance(a), ""]
     lines += _completeness(a)
     if not a.has_aggregates:
@@ -217,6 +257,8 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "
                   f"(PDF: `figures/{fig.stem}.pdf`)", ""]  # fmt: skip
+        if fig.stem == "curves_per_task":
+            lines += replays
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -163,3 +163,13 @@ def test_cli_single_cell_and_status(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "completed   heuristic/mpe__tag-v0/seed_0" in text
     final = json.loads((out / "heuristic/mpe__tag-v0/seed_0/final.json").read_text())
     assert final["t_env"] == 0 and len(final["absolute_returns"]) == 320
+
+
+def test_unwritable_output_folder_exits_2(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["run", "--variant", "random", "--task", "mpe/spread-v0",
+                 "--out", str(blocker / "runs")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"

@@ -80,16 +80,11 @@ def test_render_writes_one_frame_per_step_plus_first(
     assert (tmp_path / "again.gif").read_bytes() == gif.read_bytes()
 
 
-@pytest.mark.skipif(not HAS_TB, reason="tensorboard is not installed (pip install "
-                    "'kaleibench[tensorboard]')")
-def test_tensorboard_events_hold_the_jsonl_values(
-    trained: tuple[Path, dict[str, object]], tmp_path: Path
-) -> None:
+def _assert_events_match_jsonl(run_dir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from kaleibench.utils.tensorboard import scalars
 
-    run_dir, _ = trained
     rows = io.read_jsonl(run_dir / "metrics.jsonl")
     acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
@@ -101,7 +96,19 @@ def test_tensorboard_events_hold_the_jsonl_values(
     assert sorted(acc.Tags()["scalars"]) == sorted(expected)
     for tag, points in expected.items():
         got = [(e.step, e.value) for e in acc.Scalars(tag)]
-        assert got == [(s, float(np.float32(v))) for s, v in points], tag
+        assert got == [(s, float(np.float32(v))) for s, v in points], tag  # TB keeps float32
+
+
+needs_tb = pytest.mark.skipif(
+    not HAS_TB, reason="tensorboard is not installed (pip install 'kaleibench[tensorboard]')")
+
+
+@needs_tb
+def test_tensorboard_events_hold_the_jsonl_values(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    run_dir, _ = trained
+    _assert_events_match_jsonl(run_dir)
     # The sink changes neither the run id nor a byte of the JSONL.
     spec = _spec()
     assert spec.run_id == _spec(tensorboard=True).run_id
@@ -109,6 +116,28 @@ def test_tensorboard_events_hold_the_jsonl_values(
     assert (spec.run_dir(tmp_path) / "metrics.jsonl").read_bytes() == (
         run_dir / "metrics.jsonl").read_bytes()
     assert not (spec.run_dir(tmp_path) / "tensorboard").exists()
+
+
+@needs_tb
+def test_tensorboard_after_resume_still_matches_jsonl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _spec(tensorboard=True, t_max=800, checkpoint_interval=200)
+    calls = {"n": 0}
+    original = loop.Run.train_step
+
+    def crashing(self: loop.Run) -> dict[str, float]:
+        calls["n"] += 1
+        if calls["n"] == 6:  # rows past the last checkpoint are written, then cut on resume
+            raise RuntimeError("simulated crash")
+        return original(self)
+
+    monkeypatch.setattr(loop.Run, "train_step", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train(spec, tmp_path, progress=False)
+    monkeypatch.setattr(loop.Run, "train_step", original)
+    loop.train(spec, tmp_path, progress=False)
+    _assert_events_match_jsonl(spec.run_dir(tmp_path))
 
 
 def test_tensorboard_flag_without_the_package_is_exit_2(

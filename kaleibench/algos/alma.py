@@ -51,12 +51,12 @@ from kaleibench.nn.allocation import AllocCritic, AllocOutput, AllocPolicy
 from kaleibench.nn.attention import EntityAgent, SubtaskMixer, subtask_allowed
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 from kaleibench.train.schedules import LinearSchedule
-
-DEFAULT_T_MAX = 2_050_000
-"""Budget assumed for the allocation schedules when the learner is built without one."""
 from kaleibench.utils.seeding import torch_stream
 
 __all__ = ["Alma", "AlmaConfig", "AllocRegulariser"]
+
+DEFAULT_T_MAX = 2_050_000
+"""Budget assumed for the allocation schedules when the learner is built without one."""
 
 
 class AllocRegulariser(Protocol):

@@ -17,6 +17,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+FILE_MODE = 0o644
+"""Results are shared artefacts: readable by all (mkstemp alone would leave 0600)."""
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace)."""
@@ -28,6 +31,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -50,6 +54,7 @@ def atomic_save(path: str | Path, writer: Callable[[str], None]) -> None:
         writer(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

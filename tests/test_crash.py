@@ -71,7 +71,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple[obj
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_at", [250, 700, 1150])
+@pytest.mark.parametrize("kill_at", [200, 600, 1000])
 def test_sigkill_then_resume_is_bit_identical(
     reference: tuple[Path, tuple[object, object]], tmp_path: Path, kill_at: int
 ) -> None:

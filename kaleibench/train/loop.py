@@ -258,6 +258,7 @@ class Run:
                     st.wall_time += time.time() - started
                     started = time.time()
                     self.save_checkpoint()
+                    beat = 0.0  # report the checkpointed progress in status.json right away
                 if stop.requested:
                     raise KeyboardInterrupt
                 if time.time() - beat > HEARTBEAT_SECONDS:

@@ -15,19 +15,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from conftest import RATIO_LINES
 
 import kaleibench
 from kaleibench.algos import load_variant
 from kaleibench.algos.base import EnvInfo
 from kaleibench.train.rollout import collect
+from kaleibench.utils.threads import use_one_thread
 
 _UPDATE: dict[str, float] = {}
 
 
 def _learner(name: str, n_envs: int = 8) -> tuple[Any, Any]:
-    torch.set_num_threads(1)
+    use_one_thread()
     env = kaleibench.make("mpe/spread-v0", n_envs=n_envs, seed=0)
     algo = load_variant(name).build(EnvInfo.of(env, 10**6), seed=0)
     return algo, env

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from kaleibench.utils.threads import use_one_thread
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-torch.set_num_threads(1)
+use_one_thread()
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kaleibench.nn.fused_gru import gru_sequence_fused
+
 
 def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """One GRU step for M sequences: x (M, H_in), hidden (M, H) -> (M, H)."""
@@ -16,12 +18,14 @@ def gru_sequence(rnn: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     """The GRU over whole episodes from a zero state, in one call.
 
     x (B, T, N, H_in) -> hidden states (B, T, N, H): the same function as T calls of
-    :func:`gru_step`, but the time loop runs inside one fused kernel (forward and backward).
+    :func:`gru_step`, computed by :func:`~kaleibench.nn.fused_gru.gru_sequence_fused` (one
+    autograd node with a hand-written BPTT; forward+backward ~1.4× cheaper than ``nn.GRU``
+    at learner sizes).
     """
     b, t, n, _ = x.shape
-    seq = x.permute(0, 2, 1, 3).reshape(b * n, t, -1)  # (B·N, T, H_in)
-    out, _ = rnn(seq)  # (B·N, T, H)
-    return out.view(b, n, t, -1).permute(0, 2, 1, 3)  # (B, T, N, H)
+    seq = x.permute(1, 0, 2, 3).reshape(t, b * n, -1)  # (T, B·N, H_in)
+    out = gru_sequence_fused(rnn, seq)  # (T, B·N, H)
+    return out.view(t, b, n, -1).permute(1, 0, 2, 3)  # (B, T, N, H)
 
 
 class GruAgent(nn.Module):

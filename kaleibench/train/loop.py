@@ -27,6 +27,7 @@ from kaleibench.train.spec import RunSpec
 from kaleibench.utils import io
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
 from kaleibench.utils.seeding import eval_seeds, numpy_stream
+from kaleibench.utils.threads import use_one_thread
 
 HEARTBEAT_SECONDS = 5.0
 
@@ -222,7 +223,7 @@ class Run:
         from tqdm import tqdm
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        torch.set_num_threads(1)
+        use_one_thread()
         resumed = self.load_checkpoint()
         if not resumed:
             io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))

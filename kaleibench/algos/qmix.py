@@ -164,7 +164,7 @@ class Qmix:
         self.target_agent = copy.deepcopy(self.agent)
         self.target_mixer = copy.deepcopy(self.mixer)
         self.params = list(self.agent.parameters()) + list(self.mixer.parameters())
-        self.optimiser = torch.optim.Adam(self.params, lr=config.lr)
+        self.optimiser = torch.optim.Adam(self.params, lr=config.lr, fused=True)  # 1 kernel
         self.buffer = ReplayBuffer(config.buffer_size)
         self.reward_ms = RunningMeanStd()
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish,
@@ -248,7 +248,7 @@ class Qmix:
         """Adam step on agent + mixer after clipping the global grad norm; returns the norm."""
         self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        norm = nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip)
+        norm = nn.utils.clip_grad_norm_(self.params, self.cfg.grad_norm_clip, foreach=True)
         self.optimiser.step()
         return float(norm)
 

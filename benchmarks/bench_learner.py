@@ -40,7 +40,7 @@ def test_learner_update(benchmark: Any, name: str) -> None:
         algo.buffer.insert(collect(env, algo, 0, True).batch)
     benchmark.pedantic(algo.update, args=(1000,), rounds=30, warmup_rounds=3)
     _UPDATE[name] = benchmark.stats.stats.median
-    if {"qmix-1r3", "kalei-qmix"} <= set(_UPDATE):
+    if name in ("qmix-1r3", "kalei-qmix") and {"qmix-1r3", "kalei-qmix"} <= set(_UPDATE):
         ratio = _UPDATE["kalei-qmix"] / _UPDATE["qmix-1r3"]
         RATIO_LINES.append(f"learner update: kalei-qmix {_UPDATE['kalei-qmix'] * 1e3:.1f} ms / "
                            f"qmix-1r3 {_UPDATE['qmix-1r3'] * 1e3:.1f} ms = {ratio:.2f}x "

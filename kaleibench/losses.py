@@ -48,6 +48,53 @@ def td_targets(
     return (reward + gamma * (1.0 - terminated) * target_q_tot_next).detach()
 
 
+def lambda_targets(
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    filled: torch.Tensor,
+    target_q_tot_next: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """TD(λ) targets (λ-returns, Sutton & Barto eq. 12.3, recursive form), computed backwards.
+
+    With Q⁻_t = Q_tot⁻(s_{t+1}, ·) the target value at the next state::
+
+        y_t = r_t + γ (1 − d_t) [(1 − λ) Q⁻_t + λ y_{t+1}]   if step t+1 is filled,
+        y_t = r_t + γ (1 − d_t) Q⁻_t                         at an episode's last filled step.
+
+    ``d`` is *termination* only, so a truncated episode bootstraps from the target at its final
+    next state and a terminated one does not (SPEC Decision 1). λ = 0 gives :func:`td_targets`
+    exactly; λ = 1 gives the discounted return of the rest of the episode plus γ^k Q⁻ at its
+    final next state (0 if terminated). Values at unfilled steps are meaningless (masked out).
+
+    Args:
+        reward: (B, T) team reward (possibly standardised).
+        terminated: (B, T) 1.0 where the transition ends the MDP.
+        filled: (B, T) 1.0 on real transitions; each row's filled steps are a prefix.
+        target_q_tot_next: (B, T) target mixer value at s′.
+        gamma: discount.
+        lam: λ in [0, 1].
+
+    Returns:
+        (B, T) targets, detached.
+    """
+    if lam == 0.0:
+        return td_targets(reward, terminated, target_q_tot_next, gamma)
+    reward, terminated, boot = reward.detach(), terminated.detach(), target_q_tot_next.detach()
+    filled = filled.to(boot.dtype)
+    targets = torch.empty_like(boot)  # (B, T)
+    t_len = boot.shape[1]
+    y_next = torch.zeros_like(boot[:, 0])  # (B,) y_{t+1}
+    for t in range(t_len - 1, -1, -1):
+        has_next = filled[:, t + 1] if t + 1 < t_len else torch.zeros_like(y_next)  # (B,)
+        # (1 − λ) Q⁻_t + λ y_{t+1} where step t+1 is real, else Q⁻_t
+        tail = boot[:, t] + lam * has_next * (y_next - boot[:, t])  # (B,)
+        y_next = reward[:, t] + gamma * (1.0 - terminated[:, t]) * tail
+        targets[:, t] = y_next
+    return targets
+
+
 def masked_td_loss(q_tot: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L_TD = Σ mask · (Q_tot − y)² / Σ mask over valid transitions (B, T)."""
     td_error = (q_tot - targets) * mask  # (B, T)

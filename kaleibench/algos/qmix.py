@@ -20,7 +20,13 @@ from torch import nn
 
 from kaleibench.algos.base import EnvInfo
 from kaleibench.envs.base import TimeStep
-from kaleibench.losses import RunningMeanStd, double_q_next_values, masked_td_loss, td_targets
+from kaleibench.losses import (
+    RunningMeanStd,
+    double_q_next_values,
+    lambda_targets,
+    masked_td_loss,
+    td_targets,
+)
 from kaleibench.nn.mixers import QMixer
 from kaleibench.nn.rnn_agent import GruAgent, MlpAgent
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
@@ -76,6 +82,8 @@ class QmixConfig:
     """Standardise rewards with running moments of sampled batches (EPyMARL)."""
     timeout_is_terminal: bool = False
     """Treat the time limit as terminal (EPyMARL-comparable runs only)."""
+    td_lambda: float = 0.0
+    """λ of TD(λ) targets (pymarl2 uses 0.6); 0 = EPyMARL's 1-step double-Q targets."""
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "batch_size", "buffer_size", "target_update_interval"):
@@ -85,6 +93,8 @@ class QmixConfig:
             raise ValueError(f"target_tau must be in [0, 1], got {self.target_tau}")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0.0 <= self.td_lambda <= 1.0:
+            raise ValueError(f"td_lambda must be in [0, 1], got {self.td_lambda}")
         if self.agent not in AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; known: {sorted(AGENTS)}")
 
@@ -216,7 +226,10 @@ class Qmix:
         return agent.unroll(inputs)  # fused whole-sequence recurrence
 
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps."""
+        """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps.
+
+        With ``td_lambda`` > 0 the 1-step target becomes the λ-return (:func:`lambda_targets`).
+        """
         reward, mask = batch["reward"], batch["filled"].float()  # (B, T)
         done = batch["terminated"].float()  # (B, T)
         if self.cfg.timeout_is_terminal:
@@ -233,7 +246,11 @@ class Qmix:
             q_next = double_q_next_values(online_next, q_target, avail[:, 1:])  # (B, T, N)
             target_q_tot_next = self.target_mixer(q_next, batch["state"][:, 1:])  # (B, T)
         q_tot = self.mixer(q_taken, batch["state"][:, :-1])  # (B, T)
-        y = td_targets(reward, done, target_q_tot_next, self.cfg.gamma)  # (B, T)
+        if self.cfg.td_lambda > 0:
+            y = lambda_targets(reward, done, mask, target_q_tot_next, self.cfg.gamma,
+                               self.cfg.td_lambda)  # (B, T)
+        else:
+            y = td_targets(reward, done, target_q_tot_next, self.cfg.gamma)  # (B, T)
         loss = masked_td_loss(q_tot, y, mask)
         n = mask.sum().clamp_min(1.0)
         stats = {

@@ -125,6 +125,16 @@ def test_grid_ids_are_stable_and_n_envs_is_identity() -> None:
     assert replace(spec, checkpoint_interval=7).run_id == spec.run_id
 
 
+def test_smoke_suite_runs_every_builtin_learning_variant() -> None:
+    """The CI grid (and its reference scores) covers every learning variant that ships."""
+    from kaleibench.paths import data_dir
+
+    builtin = sorted(p.stem for p in data_dir("baselines").glob("*.yaml"))
+    learning = {name for name in builtin if load_variant(name).learns}
+    assert {"qmix", "kalei-qmix", "alma-alloc"} <= learning and "random" not in learning
+    assert set(load_suite("smoke").variants) == learning
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["run", "--variant", "qmx", "--task", "mpe/spread-v0"], "Did you mean: `qmix`"),
     (["run", "--variant", "qmix", "--task", "mpe/sprd-v0"], "Did you mean"),

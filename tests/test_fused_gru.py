@@ -62,6 +62,16 @@ def test_no_grad_path_and_pooled_buffers_do_not_mix_up_calls() -> None:
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_weights_edited_in_place_before_backward_are_detected() -> None:
+    """Like nn.GRU: a stale graph must not silently use updated weights."""
+    rnn = nn.GRU(3, 4)
+    out = gru_sequence_fused(rnn, torch.randn(5, 2, 3))
+    with torch.no_grad():
+        rnn.weight_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
 def test_input_without_grad_still_trains_the_weights() -> None:
     torch.manual_seed(1)
     rnn = nn.GRU(3, 4)

@@ -38,6 +38,9 @@ class _Pool:
     is simply garbage-collected.
     """
 
+    KEEP = 4
+    """Free arrays kept per shape: two GRU passes (online, target) need at most two sets."""
+
     def __init__(self) -> None:
         self._free: dict[tuple[int, ...], list[np.ndarray]] = {}
 
@@ -47,10 +50,11 @@ class _Pool:
         return free.pop() if free else np.empty(shape, F32)
 
     def give(self, *arrays: np.ndarray) -> None:
-        """Return arrays (not views) for reuse."""
+        """Return arrays (not views) for reuse; at most ``KEEP`` are kept per shape."""
         for a in arrays:
-            if a.base is None:
-                self._free.setdefault(a.shape, []).append(a)
+            free = self._free.setdefault(a.shape, [])
+            if a.base is None and len(free) < self.KEEP:
+                free.append(a)
 
 
 _POOL = _Pool()
@@ -166,15 +170,19 @@ class _GruSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                 b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        x_flat, hs, gates = _run(x, w_ih, w_hh, b_ih, b_hh)
-        ctx.arrays = (x_flat, w_ih.detach().numpy(), w_hh.detach().numpy(), hs, *gates)
+        _, hs, gates = _run(x, w_ih, w_hh, b_ih, b_hh)
+        ctx.save_for_backward(x, w_ih, w_hh)  # autograd's version check: no in-place edits
+        ctx.arrays = (hs, *gates)
         return _hidden_states(hs)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x_flat, w_ih, w_hh, hs, rz, n, gh = ctx.arrays
+        x_t, w_ih_t, w_hh_t = ctx.saved_tensors
+        hs, rz, n, gh = ctx.arrays
         del ctx.arrays
         t_len, m, h_dim = grad_out.shape
+        x_flat = x_t.detach().contiguous().numpy().reshape(t_len * m, -1)
+        w_ih, w_hh = w_ih_t.detach().numpy(), w_hh_t.detach().numpy()
         g = _POOL.take(t_len, h_dim, m)
         g[:] = grad_out.detach().numpy().transpose(0, 2, 1)  # (T, H, M)
         d_gi, d_gh = _backward(g, hs, rz, n, gh, w_hh)

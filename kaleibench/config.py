@@ -49,6 +49,8 @@ def from_overrides(cls: type[C], overrides: dict[str, Any], source: str) -> C:
             )
         field = fields[key]
         default = field.default if field.default is not dataclasses.MISSING else None
+        if default is None and "bool" in str(field.type) and value is not None:
+            default = False  # an optional switch (None = decided elsewhere): true/false only
         kwargs[key] = _coerce(value, default, key, source)
     try:
         return cls(**kwargs)

@@ -101,6 +101,19 @@ def masked_td_loss(q_tot: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     return (td_error**2).sum() / mask.sum().clamp_min(1.0)
 
 
+def return_bound(max_abs_reward: float, gamma: float, horizon: int | None) -> float:
+    """The largest |discounted return| rewards of size ≤ ``max_abs_reward`` can justify.
+
+    B = r_max · Σ_{k=0}^{H−1} γ^k = r_max · (1 − γ^H) / (1 − γ) for a horizon H that ends the task
+    (``horizon`` steps), and r_max / (1 − γ) when the learner bootstraps through the limit
+    (``horizon=None``). A TD target whose magnitude outruns B is extrapolation, not reward.
+    """
+    if gamma >= 1.0:
+        return max_abs_reward * (horizon if horizon is not None else float("inf"))
+    tail = 1.0 if horizon is None else 1.0 - gamma**horizon
+    return max_abs_reward * tail / (1.0 - gamma)
+
+
 class RunningMeanStd:
     """Running mean/variance (Chan et al. parallel update), init mean 0, var 1, count 1e-4.
 

@@ -84,7 +84,8 @@ def test_last_step_reward_reaches_the_buffer() -> None:
 
 
 def test_timeout_is_terminal_switch_changes_only_the_last_target() -> None:
-    learner, env = _learner(standardise_rewards=False)
+    learner, env = _learner(standardise_rewards=False)  # default: as the task says (terminal)
+    assert learner.cfg.timeout_is_terminal is True
     batch = collect(env, learner, 0, explore=True, seeds=[1, 2, 3, 4]).batch
 
     class Const(nn.Module):
@@ -93,14 +94,42 @@ def test_timeout_is_terminal_switch_changes_only_the_last_target() -> None:
 
     learner.target_mixer = Const()
     learner.mixer = Const()
-    _, stats_boot = learner.td_loss(batch)
-    learner.cfg = QmixConfig(batch_size=4, buffer_size=16, standardise_rewards=False,
-                             timeout_is_terminal=True)
     _, stats_term = learner.td_loss(batch)
+    learner.cfg = QmixConfig(batch_size=4, buffer_size=16, standardise_rewards=False,
+                             timeout_is_terminal=False)
+    _, stats_boot = learner.td_loss(batch)
     t = batch["reward"].shape[1]
-    # mean target differs by γ·10 on exactly one of T steps
+    # mean target differs by γ·10 on exactly one of T steps (the last, where the limit is hit)
     assert stats_boot["target_mean"] - stats_term["target_mean"] == pytest.approx(
         0.99 * 10.0 / t, rel=1e-4)
+
+
+def test_every_mpe_task_declares_its_time_limit_part_of_the_task() -> None:
+    from kaleibench.envs import task_spec, tasks
+
+    ids = tasks.names()
+    assert len(ids) >= 7
+    for task_id in ids:
+        assert task_spec(task_id).time_limit_is_task is True, task_id
+        assert task_spec(task_id).to_json()["time_limit_is_task"] is True
+
+
+@pytest.mark.parametrize("variant", ["qmix", "qmix-1r3", "kalei-qmix", "alma-alloc"])
+def test_time_limit_semantics_resolved_per_run_recorded_and_hashed(variant: str) -> None:
+    from dataclasses import replace
+
+    from kaleibench.train.loop import spec_json
+    from kaleibench.train.spec import RunSpec
+
+    v = load_variant(variant)
+    assert v.config.timeout_is_terminal is None  # the variant leaves it to the task
+    spec = RunSpec(suite="t", variant=v, task="mpe/spread-v0", seed=0, t_max=100)
+    assert spec.variant.config.timeout_is_terminal is True
+    assert spec_json(spec)["config"]["timeout_is_terminal"] is True
+    forced = RunSpec(suite="t", variant=replace(v, config=replace(
+        v.config, timeout_is_terminal=False)), task="mpe/spread-v0", seed=0, t_max=100)
+    assert forced.variant.config.timeout_is_terminal is False
+    assert forced.config_hash != spec.config_hash
 
 
 def test_update_is_finite_changes_params_and_syncs_targets_on_cadence() -> None:

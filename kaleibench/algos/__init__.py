@@ -12,13 +12,15 @@ entry point names a YAML path string, or a dict of the same form as the YAML.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kaleibench.algos.base import Algorithm, EnvInfo
+from kaleibench.algos.base import Algorithm, EnvInfo, resolve_timeout_is_terminal
 from kaleibench.config import ConfigError, from_overrides, load_yaml, stable_hash, to_dict
+from kaleibench.envs.base import TaskSpec
 from kaleibench.paths import data_dir
 from kaleibench.registry import Registry, load_entry_point
 
@@ -54,6 +56,15 @@ class Variant:
         """Instantiate the learner for one task and root seed."""
         algo: Algorithm = self.algo_class(self.config, env_info, seed)
         return algo
+
+    def for_task(self, task: TaskSpec) -> Variant:
+        """This variant with the task-dependent config fields resolved for ``task``.
+
+        Today that is the time-limit semantics (see
+        :func:`~kaleibench.algos.base.resolve_timeout_is_terminal`).
+        """
+        config = resolve_timeout_is_terminal(self.config, task)
+        return self if config is self.config else dataclasses.replace(self, config=config)
 
     def to_json(self) -> dict[str, Any]:
         """Resolved description stored in spec.json."""

@@ -35,7 +35,7 @@ from kaleibench.algos.alma_batch import (
     with_alloc,
 )
 from kaleibench.algos.alma_config import AlmaConfig
-from kaleibench.algos.base import EnvInfo
+from kaleibench.algos.base import EnvInfo, done_mask, resolve_timeout_is_terminal
 from kaleibench.algos.qmix import reinit_
 from kaleibench.envs.base import TimeStep
 from kaleibench.envs.entities import ENTITY_KEYS, N_FEATURES, entity_layout
@@ -86,6 +86,7 @@ class Alma:
 
     def __init__(self, config: AlmaConfig, env_info: EnvInfo, seed: int,
                  alloc_regulariser: AllocRegulariser | None = None) -> None:
+        config = resolve_timeout_is_terminal(config, env_info.task)
         self.cfg, self.info = config, env_info
         layout = entity_layout(env_info.task)
         self.n_agents, self.n_tasks, a = env_info.n_agents, layout.n_tasks, env_info.n_actions
@@ -205,9 +206,8 @@ class Alma:
         if self.cfg.standardise_rewards:
             self.reward_ms.update(reward[mask.bool()])
             reward = self.reward_ms.normalise(reward)
-        done = batch["terminated"].float()
-        if self.cfg.timeout_is_terminal:
-            done = torch.maximum(done, batch["truncated"].float())
+        done = done_mask(batch["terminated"], batch["truncated"],
+                         bool(self.cfg.timeout_is_terminal))
         q = self._agent_q(self.agent, batch, now, e2t, last[:, :-1])  # (B, T, N, A)
         q_taken = q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, T, N)
         with torch.no_grad():

@@ -48,8 +48,9 @@ class AlmaConfig:
     """Max global gradient norm (each optimiser)."""
     standardise_rewards: bool = True
     """Standardise rewards with running moments (replaces ALMA's PopArt)."""
-    timeout_is_terminal: bool = False
-    """Treat the time limit as terminal at the low level (off: bootstrap, Decision 1)."""
+    timeout_is_terminal: bool | None = None
+    """Treat reaching the time limit as terminal. ``None`` (default): as the task declares
+    (terminal on every MPE task); ``true``/``false`` force it. Resolved per run."""
     action_length: int = 5
     """Env steps between allocation decisions."""
     n_proposals: int = 32

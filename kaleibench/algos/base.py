@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +30,28 @@ class EnvInfo:
         """Read the sizes off a built task."""
         return cls(env.spec, env.n_agents, env.obs_dim, env.state_dim, env.n_actions,
                    env.episode_limit, t_max)
+
+
+def resolve_timeout_is_terminal(config: Any, task: TaskSpec) -> Any:
+    """``config`` with ``timeout_is_terminal`` decided by the task when the config leaves it open.
+
+    A learner that bootstraps must know whether reaching the time limit ends the task. ``None``
+    (the default of every bootstrapping variant) means "ask the task": terminal when the task
+    declares its limit part of the task (every MPE task), bootstrapped through otherwise.
+    ``true``/``false`` force either behaviour for studies. The resolved value is what spec.json
+    records and what the config hash covers. Configs without the field are returned unchanged.
+    """
+    if getattr(config, "timeout_is_terminal", False) is None:
+        return dataclasses.replace(config, timeout_is_terminal=task.time_limit_is_task)
+    return config
+
+
+def done_mask(terminated: Any, truncated: Any, timeout_is_terminal: bool) -> Any:
+    """``done = terminated | (truncated & timeout_is_terminal)`` as a float tensor (B, T)."""
+    done = terminated.float()
+    if timeout_is_terminal:
+        done = done.maximum(truncated.float())
+    return done
 
 
 class Algorithm(Protocol):

@@ -1,8 +1,10 @@
 """QMIX (Rashid et al. 2018, arXiv 1803.11485) as in EPyMARL, with kaleibench's decisions.
 
-Differences from EPyMARL (SPEC Decisions 1-4): the 25-step time limit is a truncation and the
-target bootstraps through it (``timeout_is_terminal`` restores EPyMARL's behaviour); the last
-step's reward is kept; one gradient update per collected episode whatever ``n_envs`` is.
+Differences from EPyMARL: the last step's reward is kept; one gradient update per collected
+episode whatever ``n_envs`` is. Like EPyMARL on MPE, reaching a time limit that is part of the task
+(every MPE task) is terminal: the 25-step return is the whole objective, so bootstrapping through
+step 25 would only add an extrapolated tail γ^(25−t)·V(s₂₅) that no reward anchors
+(``timeout_is_terminal`` can force either behaviour).
 
 The learner is assembled from parts (agent network, mixer, TD loss, optional regulariser) so that
 variants such as Kalei-QMIX add a loss term and hooks instead of copying the update.
@@ -18,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from kaleibench.algos.base import EnvInfo
+from kaleibench.algos.base import EnvInfo, done_mask, resolve_timeout_is_terminal
 from kaleibench.envs.base import TimeStep
 from kaleibench.losses import (
     RunningMeanStd,
     double_q_next_values,
     lambda_targets,
     masked_td_loss,
+    return_bound,
     td_targets,
 )
 from kaleibench.nn.mixers import QMixer
@@ -80,8 +83,10 @@ class QmixConfig:
     """Max global gradient norm."""
     standardise_rewards: bool = True
     """Standardise rewards with running moments of sampled batches (EPyMARL)."""
-    timeout_is_terminal: bool = False
-    """Treat the time limit as terminal (EPyMARL-comparable runs only)."""
+    timeout_is_terminal: bool | None = None
+    """Treat reaching the time limit as terminal. ``None`` (default): as the task declares
+    (terminal on every MPE task); ``true``/``false`` force it. Resolved per run, recorded in
+    spec.json."""
     td_lambda: float = 0.0
     """λ of TD(λ) targets (pymarl2 uses 0.6); 0 = EPyMARL's 1-step double-Q targets."""
 
@@ -161,6 +166,7 @@ class Qmix:
 
     def __init__(self, config: QmixConfig, env_info: EnvInfo, seed: int,
                  regulariser: Regulariser | None = None) -> None:
+        config = resolve_timeout_is_terminal(config, env_info.task)
         self.cfg, self.info = config, env_info
         n, a = env_info.n_agents, env_info.n_actions
         self.input_dim = env_info.obs_dim + (a if config.obs_last_action else 0) + (
@@ -231,9 +237,8 @@ class Qmix:
         With ``td_lambda`` > 0 the 1-step target becomes the λ-return (:func:`lambda_targets`).
         """
         reward, mask = batch["reward"], batch["filled"].float()  # (B, T)
-        done = batch["terminated"].float()  # (B, T)
-        if self.cfg.timeout_is_terminal:
-            done = torch.maximum(done, batch["truncated"].float())
+        done = done_mask(batch["terminated"], batch["truncated"],
+                         bool(self.cfg.timeout_is_terminal))  # (B, T)
         if self.cfg.standardise_rewards:
             self.reward_ms.update(reward[mask.bool()])
             reward = self.reward_ms.normalise(reward)
@@ -258,8 +263,28 @@ class Qmix:
             "td_error_abs": float(((q_tot.detach() - y).abs() * mask).sum() / n),
             "q_taken_mean": float((q_taken.detach().mean(-1) * mask).sum() / n),
             "target_mean": float((y * mask).sum() / n),
+            **self.divergence_stats(reward, y, mask),
         }
         return loss, stats
+
+    def divergence_stats(self, reward: torch.Tensor, y: torch.Tensor,
+                         mask: torch.Tensor) -> dict[str, float]:
+        """The divergence monitor: are the targets larger than the rewards can justify?
+
+        ``target_max_abs`` = max |y| over filled steps; ``target_bound`` = the bound of
+        :func:`~kaleibench.losses.return_bound` for the (standardised) rewards of this batch and
+        the run's horizon (the episode limit when it is terminal, infinite when bootstrapped);
+        ``reward_mu`` / ``reward_sigma`` are the standardiser's running moments.
+        """
+        filled = mask.bool()
+        horizon = self.info.episode_limit if self.cfg.timeout_is_terminal else None
+        r_max = float(reward[filled].abs().max()) if filled.any() else 0.0
+        return {
+            "target_max_abs": float(y[filled].abs().max()) if filled.any() else 0.0,
+            "target_bound": return_bound(r_max, self.cfg.gamma, horizon),
+            "reward_mu": float(self.reward_ms.mean),
+            "reward_sigma": float(self.reward_ms.var**0.5),
+        }
 
     def apply_gradients(self, loss: torch.Tensor) -> float:
         """Adam step on agent + mixer after clipping the global grad norm; returns the norm."""

@@ -51,6 +51,11 @@ class TaskSpec:
     """Probability that a scripted opponent takes a uniformly random action (seeded)."""
     has_subtasks: bool = False
     """Whether the task exposes an entity view with subtasks (ALMA-style variants need it)."""
+    time_limit_is_task: bool = True
+    """Whether the time limit is part of the task. If so (every MPE task: the score is the
+    undiscounted return of exactly ``max_cycles`` steps), learners treat reaching it as terminal
+    and do not bootstrap through it; if not (an artificial cut of an unlimited task), they
+    bootstrap. The env reports ``truncated`` either way, as mpe2 does."""
     summary: str = ""
 
     @property
@@ -74,6 +79,7 @@ class TaskSpec:
             "heuristic": self.heuristic,
             "opponent_eps": self.opponent_eps,
             "has_subtasks": self.has_subtasks,
+            "time_limit_is_task": self.time_limit_is_task,
         }
 
 

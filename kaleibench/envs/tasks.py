@@ -4,6 +4,8 @@ Every mpe2 kwarg is pinned here (mpe2==1.1.1). Changing a kwarg, the scripted op
 state layout makes a new version suffix. Common to all tasks: discrete actions, 25-step episodes
 that end by truncation (never termination), team reward = sum of the controlled agents' mpe2
 rewards, state = concatenation of the team's zero-padded observations (EPyMARL convention).
+The 25-step limit is part of every task (``time_limit_is_task``): the env reports it as
+``truncated`` as mpe2 does, and learners treat it as terminal.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def spread_v0() -> TaskSpec:
     ## Reward
     Agent i: 0.5·(−Σ_landmarks min_agents dist) + 0.5·(−#collisions of i); team = Σ_i.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     Landmarks (3), for ALMA-style variants.
     ## Version history
@@ -34,6 +36,7 @@ def spread_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/spread-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_spread_v3",
         kwargs=(("N", 3), ("local_ratio", 0.5), *_COMMON),
         team=("agent_0", "agent_1", "agent_2"),
@@ -55,7 +58,7 @@ def spread_n6_v0() -> TaskSpec:
     ## Reward
     As ``mpe/spread-v0`` with 6 agents; team = Σ_i.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     Landmarks (6).
     ## Version history
@@ -63,6 +66,7 @@ def spread_n6_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/spread-n6-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_spread_v3",
         kwargs=(("N", 6), ("local_ratio", 0.5), *_COMMON),
         team=tuple(f"agent_{i}" for i in range(6)),
@@ -86,7 +90,7 @@ def speaker_listener_v0() -> TaskSpec:
     ## Reward
     Both agents: −‖listener − goal‖²; team = 2 × that.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     None.
     ## Version history
@@ -94,6 +98,7 @@ def speaker_listener_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/speaker-listener-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_speaker_listener_v4",
         kwargs=_COMMON,
         team=("speaker_0", "listener_0"),
@@ -116,7 +121,7 @@ def reference_v0() -> TaskSpec:
     Agent i: 0.5·(−dist(partner, the landmark i knows)) + 0.5·(mean of both such terms);
     team = Σ_i = −(dist(agent_1, goal told by agent_0) + dist(agent_0, goal told by agent_1)).
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     None.
     ## Version history
@@ -124,6 +129,7 @@ def reference_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/reference-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_reference_v3",
         kwargs=(("local_ratio", 0.5), *_COMMON),
         team=("agent_0", "agent_1"),
@@ -147,7 +153,7 @@ def adversary_v0() -> TaskSpec:
     ``adversary_0`` (scripted, ``adversary-goal-guess``): heads for the landmark nearest the good
     agents; with prob. 0.1 a uniformly random move, from a generator seeded by the episode seed.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     Landmarks (goal and decoy).
     ## Version history
@@ -155,6 +161,7 @@ def adversary_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/adversary-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_adversary_v3",
         kwargs=(("N", 2), *_COMMON),
         team=("agent_0", "agent_1"),
@@ -181,7 +188,7 @@ def tag_v0() -> TaskSpec:
     ``agent_0`` (scripted, ``prey-flee``): flees the predators (inverse-square weighted), pushed
     back from the walls; with prob. 0.1 a random move, seeded by the episode seed.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     None (one prey).
     ## Version history
@@ -189,6 +196,7 @@ def tag_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/tag-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_tag_v3",
         kwargs=(("num_good", 1), ("num_adversaries", 3), ("num_obstacles", 2), *_COMMON),
         team=("adversary_0", "adversary_1", "adversary_2"),
@@ -215,7 +223,7 @@ def tag_4v2_v0() -> TaskSpec:
     ## Opponent
     ``agent_0``, ``agent_1`` (scripted, ``prey-flee``), each with its own seeded ε=0.1 stream.
     ## Episode end
-    Truncation after 25 steps.
+    Truncation after 25 steps; the limit is part of the task (terminal for learning).
     ## Subtasks
     Prey (2).
     ## Version history
@@ -223,6 +231,7 @@ def tag_4v2_v0() -> TaskSpec:
     """
     return TaskSpec(
         id="mpe/tag-4v2-v0",
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
         scenario="simple_tag_v3",
         kwargs=(("num_good", 2), ("num_adversaries", 4), ("num_obstacles", 2), *_COMMON),
         team=("adversary_0", "adversary_1", "adversary_2", "adversary_3"),

@@ -25,6 +25,7 @@ from kaleibench.envs import make
 from kaleibench.train.rollout import collect, evaluate
 from kaleibench.train.spec import RunSpec
 from kaleibench.utils import io
+from kaleibench.utils.fingerprint import numerics_fingerprint
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
 from kaleibench.utils.seeding import eval_seeds, numpy_stream
 from kaleibench.utils.threads import use_one_thread
@@ -83,8 +84,27 @@ def spec_json(spec: RunSpec) -> dict[str, Any]:
         "config": spec.variant.to_json()["config"], "algo": spec.variant.algo,
         "task_spec": spec.identity()["task"], "config_hash": spec.config_hash,
         "versions": package_versions(), "git_sha": git_sha(), "platform": platform_string(),
-        "python": platform_string().split("-py")[-1],
+        "python": platform_string().split("-py")[-1], "numerics": numerics_fingerprint(),
     }
+
+
+def note_resume_numerics(run_dir: Path) -> None:
+    """Record in spec.json when a run resumes under another numerics fingerprint.
+
+    Such a run is a valid result but no longer bit-reproducible on either machine alone, so the
+    regression check must not compare it exactly; ``numerics_history`` lists every fingerprint
+    hash the run has trained under.
+    """
+    path = run_dir / "spec.json"
+    try:
+        spec = io.read_json(path)
+    except (OSError, ValueError):
+        return
+    now = numerics_fingerprint()["hash"]
+    history = spec.get("numerics_history") or [(spec.get("numerics") or {}).get("hash")]
+    if now not in history:
+        spec["numerics_history"] = [*history, now]
+        io.atomic_write_json(path, spec)
 
 
 class Run:
@@ -225,7 +245,9 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         use_one_thread()
         resumed = self.load_checkpoint()
-        if not resumed:
+        if resumed:
+            note_resume_numerics(self.dir)
+        else:
             io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))
             (self.dir / "metrics.jsonl").write_bytes(b"")
             (self.dir / "final.json").unlink(missing_ok=True)

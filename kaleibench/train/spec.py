@@ -34,6 +34,11 @@ class RunSpec:
     """Also write the metrics rows as TensorBoard scalars (output only: not in the identity)."""
 
     def __post_init__(self) -> None:
+        from kaleibench.envs import task_spec
+
+        # task-dependent config fields (the time-limit semantics) are resolved here, so that
+        # spec.json, the config hash and the learner all see the same, explicit value
+        object.__setattr__(self, "variant", self.variant.for_task(task_spec(self.task)))
         for name in ("t_max", "n_envs", "eval_interval", "eval_episodes", "log_interval",
                      "checkpoint_interval"):
             if int(getattr(self, name)) < 1:

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--reference", required=True, help="results/reference/<suite>.json")
     check.add_argument("--results", help="read this results folder instead of running the suite")
     check.add_argument("--workers", type=int, help="parallel runs when running the suite")
+    check.add_argument("--fail-inconclusive", action="store_true",
+                       help="also fail when a cell has too few seeds to detect the designed drop")
     ev = sub.add_parser("evaluate", help="greedy episodes of a finished run's saved policy")
     ev.add_argument("run_dir", help="a run folder (.../<variant>/<task>/seed_<k>)")
     ev.add_argument("--policy", choices=["final", "best"], default="final")
@@ -70,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     ref.add_argument("--suite", required=True)
     ref.add_argument("--results", required=True)
     ref.add_argument("--out", required=True, help="e.g. results/reference/smoke.json")
+    ref.add_argument("--alpha", type=float, default=0.05,
+                     help="family-wise false-alarm rate of the gate over the suite's cells")
+    ref.add_argument("--tolerance", type=float, default=0.10,
+                     help="drops below this fraction of the random-heuristic gap are not gated")
+    ref.add_argument("--catch", type=float, default=0.50,
+                     help="drop (fraction of the gap) the gate must catch with 80%% power")
     return p
 
 
@@ -249,14 +257,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_reference(args: argparse.Namespace) -> int:
     """Record reference scores (with provenance) from a completed suite run."""
+    from kaleibench.analysis.gate import GateRule
     from kaleibench.analysis.regression import build_reference, save_reference
     from kaleibench.harness.suite import load_suite
 
     suite = load_suite(args.suite)
     command = (f"kaleibench run --suite {args.suite} --out {args.results} && kaleibench "
                f"reference --suite {args.suite} --results {args.results} --out {args.out}")
+    try:
+        rule = GateRule(alpha=args.alpha, tolerance=args.tolerance, catch=args.catch)
+    except ValueError as exc:
+        raise BadInput(f"reference: {exc}") from exc
+    command += f" --alpha {args.alpha:g} --tolerance {args.tolerance:g} --catch {args.catch:g}"
     ref = build_reference(_results_dir(args.results), suite.name, suite.to_json()["hash"],
-                          command)
+                          command, rule=rule)
     print(f"reference written to {save_reference(ref, args.out)}")
     return 0
 
@@ -265,7 +279,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Fail (exit 1) naming every cell that fell below the reference by more than noise."""
     from kaleibench.analysis.regression import (
         check_against_reference,
-        format_regressions,
+        format_report,
         load_reference,
     )
     from kaleibench.harness.suite import load_suite
@@ -285,12 +299,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         if cmd_run(ns) != 0:
             print("kaleibench check: the suite run did not complete", file=sys.stderr)
             return 1
-    regressions = check_against_reference(results, reference)
-    if regressions:
-        print(format_regressions(regressions))
-        print(f"kaleibench check: {len(regressions)} regressed cell(s) vs {args.reference}")
+    report = check_against_reference(results, reference)
+    print(format_report(report))
+    if report.failures:
+        print(f"kaleibench check: {len(report.failures)} failing cell(s) vs {args.reference}")
         return 1
-    print(f"kaleibench check: all cells of {results} match {args.reference}")
+    if report.inconclusive and args.fail_inconclusive:
+        print(f"kaleibench check: {len(report.inconclusive)} inconclusive cell(s) and "
+              "--fail-inconclusive")
+        return 1
     return 0
 
 

@@ -369,7 +369,11 @@ def test_sparsity_stats_known_values() -> None:
     assert stats["sparsity/fc1"] == 1.0
     assert stats["sparsity/fc2"] == stats["sparsity/fc3"] == 0.0
     assert stats["sparsity/fc4"] == 0.5
-    assert stats["sparsity/overall"] == pytest.approx((2 * 32 + 24) / (2 * total))
+    assert stats["sparsity/masked_layers"] == pytest.approx((2 * 32 + 24) / (2 * total))
+    n_params = sum(p.numel() for name, p in agent.named_parameters()
+                   if "sparse_thresholds" not in name)  # weights, biases, GRU: one agent's net
+    assert n_params > total
+    assert stats["sparsity/all_params"] == pytest.approx((2 * 32 + 24) / (2 * n_params))
     assert stats["mask_distance"] == pytest.approx(24 / total)
     with pytest.raises(ValueError):
         sparsity_stats(Rnn1R3Agent(4, 8, 3, 2, masked=False, generator=gen()))
@@ -390,3 +394,36 @@ def test_forward_never_builds_per_sample_weights() -> None:
     y.sum().backward()
     # a W[agent_ids] gather would save a (B·N, O, I) tensor: 512·4·32·32 = 2M entries
     assert max(largest) <= max(batch * n * size, n * size * size)
+
+
+def _kalei_learner(**overrides: object) -> tuple[object, object]:
+    import kaleibench
+    from kaleibench.algos.base import EnvInfo
+    from kaleibench.algos.kalei_qmix import KaleiQmix, KaleiQmixConfig
+
+    env = kaleibench.make("mpe/spread-v0", n_envs=4, seed=0)
+    cfg = KaleiQmixConfig(batch_size=4, buffer_size=16, **overrides)  # type: ignore[arg-type]
+    return KaleiQmix(cfg, EnvInfo.of(env, t_max=10_000), seed=0), env
+
+
+def test_threshold_init_config_reaches_the_agent() -> None:
+    """s = −(U(0,1)·scale + bias): the config's scale and bias set the range."""
+    learner, _ = _kalei_learner(threshold_init_scale=1.0, threshold_init_bias=0.0)
+    s = torch.cat([t.flatten() for t in learner.agent.threshold_parameters()])
+    assert s.min() >= -1.0 and s.max() <= 0.0
+    default, _ = _kalei_learner()
+    s = torch.cat([t.flatten() for t in default.agent.threshold_parameters()])
+    assert s.min() >= -10.0 and s.max() <= -5.0
+
+
+def test_reset_count_survives_into_the_train_metrics() -> None:
+    """A reset fires in the first of B updates; the train_on result still counts it."""
+    from kaleibench.train.rollout import collect
+
+    learner, env = _kalei_learner(reset_interval=100)
+    learner.train_on(collect(env, learner, 0, True).batch, t_env=0)  # warm-up: buffer filled
+    with torch.no_grad():  # make every fc2 connection dead in every mask
+        learner.agent.reset_layers[0].sparse_thresholds.fill_(50.0)
+    stats = learner.train_on(collect(env, learner, 0, True).batch, t_env=150)
+    assert stats["n_reset"] > 0
+    assert learner.n_updates == 8  # 4 updates per collect of 4 rows, over two collects

@@ -200,3 +200,64 @@ def test_mlp_agent_unroll_matches_steps() -> None:
         [torch.full_like(batch["actions"][:, :1], -1), batch["actions"]], dim=1))
     steps = torch.stack([learner.agent(inputs[:, t], h)[0] for t in range(inputs.shape[1])], 1)
     torch.testing.assert_close(fused, steps)
+
+
+def test_time_aware_adds_only_the_remaining_time_input() -> None:
+    """Agent inputs and mixer state gain exactly one column, (T − t)/T; nothing else moves."""
+    plain, env = _learner()
+    aware, _ = _learner(time_aware=True)
+    assert aware.input_dim == plain.input_dim + 1
+    batch = collect(env, plain, 0, explore=True, seeds=[1, 2, 3, 4]).batch
+    obs, actions = batch["obs"], batch["actions"]
+    last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)
+    t = torch.arange(obs.shape[1]).view(1, -1, 1)
+    x_plain, x_aware = plain.build_inputs(obs, last, t), aware.build_inputs(obs, last, t)
+    assert torch.equal(x_aware[..., :-1], x_plain)
+    expected = (25 - torch.arange(26).float()) / 25  # 1 at the start, 0 after the last step
+    assert torch.allclose(x_aware[0, :, 0, -1], expected)
+    s_plain, s_aware = plain.mixer_state(batch), aware.mixer_state(batch)
+    assert torch.equal(s_aware[..., :-1], s_plain) and torch.allclose(s_aware[0, :, -1], expected)
+    assert aware.mixer.hyper_b1.in_features == plain.mixer.hyper_b1.in_features + 1
+
+
+def test_time_aware_acting_sees_the_same_inputs_as_training() -> None:
+    """Step-by-step acting and the whole-episode unroll give the same Q-values at every t."""
+    learner, env = _learner(time_aware=True)
+    seen: list[torch.Tensor] = []
+    hook = learner.agent.register_forward_hook(lambda m, i, out: seen.append(out[0].detach()))
+    batch = collect(env, learner, 0, explore=False, seeds=[1, 2, 3, 4]).batch
+    hook.remove()
+    assert len(seen) == 25
+    q_unroll = learner.unroll(learner.agent, batch)  # (B, T+1, N, A)
+    for t, q_step in enumerate(seen):
+        torch.testing.assert_close(q_step, q_unroll[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_return_bound_known_answers() -> None:
+    from kaleibench.losses import return_bound
+
+    assert return_bound(1.0, 0.5, 2) == pytest.approx(1.5)  # 1 + 0.5
+    assert return_bound(2.0, 0.5, None) == pytest.approx(4.0)  # 2 / (1 − 0.5)
+    assert return_bound(1.0, 0.99, 25) == pytest.approx((1 - 0.99**25) / 0.01)
+
+
+def test_divergence_monitor_is_logged_with_the_terminal_horizon() -> None:
+    learner, env = _learner()
+    learner.train_on(collect(env, learner, 0, True).batch, t_env=0)
+    stats = learner.train_on(collect(env, learner, 0, True).batch, t_env=100)
+    for key in ("target_max_abs", "target_bound", "reward_mu", "reward_sigma", "q_tot_mean"):
+        assert np.isfinite(stats[key]), key
+    # terminal 25-step horizon: the bound is below r_max / (1 − γ) by the factor 1 − γ^25
+    assert stats["target_bound"] < 25 * 10  # standardised |r| stays below ~10 here
+
+
+def test_interval_stats_means_sums_and_last_values() -> None:
+    from kaleibench.train.metrics import IntervalStats
+
+    store: dict[str, dict[str, float]] = {}
+    acc = IntervalStats(store)
+    acc.add({"loss": 1.0, "n_reset": 2.0, "epsilon": 0.9})
+    acc.add({"loss": 3.0, "epsilon": 0.8})
+    assert IntervalStats(store).summary() == {"loss": 2.0, "n_reset": 2.0, "epsilon": 0.8}
+    acc.clear()
+    assert not IntervalStats(store).summary()

@@ -33,6 +33,7 @@ from kaleibench.losses import (
 from kaleibench.nn.mixers import QMixer
 from kaleibench.nn.rnn_agent import GruAgent, MlpAgent
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
+from kaleibench.train.metrics import IntervalStats
 from kaleibench.train.schedules import LinearSchedule
 from kaleibench.utils.seeding import torch_stream
 
@@ -89,6 +90,10 @@ class QmixConfig:
     spec.json."""
     td_lambda: float = 0.0
     """λ of TD(λ) targets (pymarl2 uses 0.6); 0 = EPyMARL's 1-step double-Q targets."""
+    time_aware: bool = False
+    """Append the remaining-time fraction (T − t)/T to every agent's input and to the mixer's
+    state (Pardo et al. 2018, "Time Limits in Reinforcement Learning"): with a terminal time
+    limit the optimal values depend on t, which the observation alone does not show."""
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "batch_size", "buffer_size", "target_update_interval"):
@@ -139,8 +144,11 @@ def build_agent(cfg: QmixConfig, input_dim: int, info: EnvInfo, gen: torch.Gener
     else:
         from kaleibench.nn.kalei_agent import Rnn1R3Agent
 
+        masked = cfg.agent == "kalei-1r3"
+        thresholds = {k: getattr(cfg, k) for k in ("threshold_init_scale", "threshold_init_bias")
+                      if masked and hasattr(cfg, k)}  # Kalei-QMIX's mask initialisation
         agent = Rnn1R3Agent(input_dim, cfg.hidden_dim, info.n_actions, info.n_agents,
-                            masked=cfg.agent == "kalei-1r3", generator=gen)
+                            masked=masked, generator=gen, **thresholds)
     reinit_(agent, gen)
     return agent
 
@@ -170,12 +178,12 @@ class Qmix:
         self.cfg, self.info = config, env_info
         n, a = env_info.n_agents, env_info.n_actions
         self.input_dim = env_info.obs_dim + (a if config.obs_last_action else 0) + (
-            n if config.obs_agent_id else 0)
+            n if config.obs_agent_id else 0) + (1 if config.time_aware else 0)
         init_gen = torch_stream(seed, "init")
         with torch.random.fork_rng(devices=[]):  # default inits are overwritten from init_gen
             self.agent = build_agent(config, self.input_dim, env_info, init_gen)
-            self.mixer = QMixer(n, env_info.state_dim, config.mixing_embed_dim,
-                                config.hypernet_embed)
+            self.mixer = QMixer(n, env_info.state_dim + (1 if config.time_aware else 0),
+                                config.mixing_embed_dim, config.hypernet_embed)
         reinit_(self.mixer, init_gen)
         self.target_agent = copy.deepcopy(self.agent)
         self.target_mixer = copy.deepcopy(self.mixer)
@@ -192,28 +200,50 @@ class Qmix:
         self._agent_ids = torch.eye(n)  # (N, N)
 
     # ------------------------------------------------------------------ acting
-    def init_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(GRU state (B, N, H), last actions (B, N)) at episode start."""
+    def init_hidden(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(GRU state (B, N, H), last actions (B, N), step t = 0) at episode start."""
         return self.agent.init_hidden(batch_size), torch.full(
-            (batch_size, self.info.n_agents), -1, dtype=torch.long)
+            (batch_size, self.info.n_agents), -1, dtype=torch.long), 0
 
-    def build_inputs(self, obs: torch.Tensor, last_actions: torch.Tensor) -> torch.Tensor:
-        """obs (..., N, O) [+ one-hot last action] [+ one-hot id] -> (..., N, I)."""
+    def remaining_time(self, t: torch.Tensor) -> torch.Tensor:
+        """(T − t)/T for steps ``t`` (any shape), T = the episode limit: 1 at the start, 0 at
+        the last state (the one reached by the final step)."""
+        limit = float(self.info.episode_limit)
+        return (limit - t.float()).clamp_min(0.0) / limit
+
+    def build_inputs(self, obs: torch.Tensor, last_actions: torch.Tensor,
+                     t: torch.Tensor | None = None) -> torch.Tensor:
+        """obs (..., N, O) [+ one-hot last action] [+ one-hot id] [+ (T−t)/T] -> (..., N, I).
+
+        ``t`` (broadcastable to obs.shape[:-1]) is the step index; needed when ``time_aware``.
+        """
         parts = [obs]
         if self.cfg.obs_last_action:
             onehot = nn.functional.one_hot(last_actions.clamp_min(0), self.info.n_actions)
             parts.append(onehot.float() * (last_actions >= 0).unsqueeze(-1))
         if self.cfg.obs_agent_id:
             parts.append(self._agent_ids.expand(*obs.shape[:-1], -1))
+        if self.cfg.time_aware:
+            assert t is not None, "time_aware inputs need the step index"
+            parts.append(self.remaining_time(t).expand(obs.shape[:-1]).unsqueeze(-1))
         return torch.cat(parts, dim=-1)
+
+    def mixer_state(self, batch: EpisodeBatch) -> torch.Tensor:
+        """The mixer's input state (B, T+1, S) [+ (T−t)/T when ``time_aware``]."""
+        state = batch["state"]
+        if not self.cfg.time_aware:
+            return state
+        t = torch.arange(state.shape[1])  # (T+1,)
+        remaining = self.remaining_time(t).expand(state.shape[:-1]).unsqueeze(-1)
+        return torch.cat([state, remaining], dim=-1)
 
     @torch.no_grad()
     def act(self, ts: TimeStep, hidden: Any, t_env: int, explore: bool) -> tuple[np.ndarray, Any]:
         """ε-greedy (greedy when ``explore`` is False) over available actions, all rows at once."""
-        h, last = hidden
+        h, last, t = hidden
         obs = torch.from_numpy(ts.obs)  # (B, N, O)
         avail = torch.from_numpy(ts.avail_actions)  # (B, N, A)
-        q, h = self.agent(self.build_inputs(obs, last), h)  # (B, N, A)
+        q, h = self.agent(self.build_inputs(obs, last, torch.tensor(t)), h)  # (B, N, A)
         greedy = q.masked_fill(~avail, float("-inf")).argmax(-1)  # (B, N)
         if explore:
             eps = self.epsilon(t_env)
@@ -221,20 +251,25 @@ class Qmix:
             random_actions = scores.argmax(-1)
             pick_random = torch.rand(greedy.shape, generator=self.act_gen) < eps
             greedy = torch.where(pick_random, random_actions, greedy)
-        return greedy.numpy(), (h, greedy)
+        return greedy.numpy(), (h, greedy, t + 1)
 
     # ------------------------------------------------------------------ learning
     def unroll(self, agent: AgentNet, batch: EpisodeBatch) -> torch.Tensor:
         """Q-values of ``agent`` over all T+1 steps: (B, T+1, N, A)."""
         obs, actions = batch["obs"], batch["actions"]  # (B, T+1, N, O), (B, T, N)
         last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)  # (B, T+1, N)
-        inputs = self.build_inputs(obs, last)  # (B, T+1, N, I)
+        t = torch.arange(obs.shape[1]).view(1, -1, 1)  # (1, T+1, 1)
+        inputs = self.build_inputs(obs, last, t)  # (B, T+1, N, I)
         return agent.unroll(inputs)  # fused whole-sequence recurrence
 
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps.
 
         With ``td_lambda`` > 0 the 1-step target becomes the λ-return (:func:`lambda_targets`).
+        Logged means over filled steps: ``target_mean`` (the TD target y of Q_tot),
+        ``q_tot_mean`` (the mixed Q_tot(s, u)) and ``q_agent_taken_mean`` (an agent's Q of its
+        taken action, averaged over agents). EPyMARL's ``target_mean``/``q_taken_mean`` are
+        Q_tot quantities divided by N: ours are not divided.
         """
         reward, mask = batch["reward"], batch["filled"].float()  # (B, T)
         done = done_mask(batch["terminated"], batch["truncated"],
@@ -249,8 +284,9 @@ class Qmix:
             q_target = self.unroll(self.target_agent, batch)[:, 1:]  # (B, T, N, A)
             online_next = q[:, 1:].detach() if self.cfg.double_q else q_target
             q_next = double_q_next_values(online_next, q_target, avail[:, 1:])  # (B, T, N)
-            target_q_tot_next = self.target_mixer(q_next, batch["state"][:, 1:])  # (B, T)
-        q_tot = self.mixer(q_taken, batch["state"][:, :-1])  # (B, T)
+            state = self.mixer_state(batch)  # (B, T+1, S)
+            target_q_tot_next = self.target_mixer(q_next, state[:, 1:])  # (B, T)
+        q_tot = self.mixer(q_taken, state[:, :-1])  # (B, T)
         if self.cfg.td_lambda > 0:
             y = lambda_targets(reward, done, mask, target_q_tot_next, self.cfg.gamma,
                                self.cfg.td_lambda)  # (B, T)
@@ -261,7 +297,8 @@ class Qmix:
         stats = {
             "loss_td": float(loss.detach()),
             "td_error_abs": float(((q_tot.detach() - y).abs() * mask).sum() / n),
-            "q_taken_mean": float((q_taken.detach().mean(-1) * mask).sum() / n),
+            "q_agent_taken_mean": float((q_taken.detach().mean(-1) * mask).sum() / n),
+            "q_tot_mean": float((q_tot.detach() * mask).sum() / n),
             "target_mean": float((y * mask).sum() / n),
             **self.divergence_stats(reward, y, mask),
         }
@@ -329,13 +366,15 @@ class Qmix:
                 p_t.lerp_(p, tau)
 
     def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
-        """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm)."""
+        """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm);
+        returns the updates' means (sums for counts such as ``n_reset``)."""
         self.buffer.insert(batch)
-        stats: dict[str, float] = {}
+        interval = IntervalStats()
         for _ in range(batch.batch_size * self.cfg.updates_per_episode):
             if not self.buffer.can_sample(self.cfg.batch_size):
                 break
-            stats = self.update(t_env)
+            interval.add(self.update(t_env))
+        stats = interval.summary()
         if stats:
             stats["epsilon"] = self.epsilon(t_env)
             stats["n_updates"] = float(self.n_updates)

@@ -130,6 +130,7 @@ def _write_spec(run_dir: Path, ident: dict[str, Any], t_max: int, eval_interval:
         "git_sha": None,
         "platform": "synthetic",
         "python": "3",
+        "numerics": {"hash": "synthetic-numerics"},
     }
     atomic_write_json(run_dir / "spec.json", spec)
 

@@ -162,7 +162,10 @@ def sparsity_stats(agent: Rnn1R3Agent) -> dict[str, float]:
     * ``sparsity/fcL`` = fraction of exactly-zero entries of ``W_k`` (masked weights), averaged
       over agents ``k`` (all masks have the same size, so this is the zero fraction of the
       ``(N, O, I)`` tensor).
-    * ``sparsity/overall`` = zero fraction over all mask-layer weights of all agents.
+    * ``sparsity/masked_layers`` = zero fraction over all mask-layer weights of all agents.
+    * ``sparsity/all_params`` = the same zero count divided by all of the agents' effective
+      non-threshold parameters (each agent's masked fc1-fc4 plus the shared GRU and biases):
+      the definition of the Kaleidoscope paper's sparsity, ~3.5× smaller on spread.
     * ``mask_distance`` = mean over ordered pairs ``i ≠ j`` of the normalised Hamming distance
       ``(1/P) Σ_p |M_i[p] − M_j[p]|`` between binary masks concatenated over fc1-fc4
       (P = number of weights of one mask).
@@ -184,7 +187,11 @@ def sparsity_stats(agent: Rnn1R3Agent) -> dict[str, float]:
             n_total += zero.numel()
             margin = layer.weight.abs() - torch.sigmoid(layer.sparse_thresholds)  # (N, O, I)
             masks.append((margin > 0).flatten(1).float())  # (N, O·I)
-        stats["sparsity/overall"] = n_zero / n_total
+        stats["sparsity/masked_layers"] = n_zero / n_total
+        n_agents = next(iter(layers.values())).sparse_thresholds.shape[0]
+        n_params = n_agents * sum(p.numel() for name, p in agent.named_parameters()
+                                  if "sparse_thresholds" not in name)
+        stats["sparsity/all_params"] = n_zero / n_params
         binary = torch.cat(masks, dim=1)  # (N, P)
         n = binary.shape[0]
         hamming = torch.cdist(binary, binary, p=1) / binary.shape[1]  # (N, N)

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ import torch
 
 from kaleibench.algos.base import Algorithm, EnvInfo
 from kaleibench.envs import make
+from kaleibench.train.metrics import IntervalStats
 from kaleibench.train.rollout import collect, evaluate
 from kaleibench.train.spec import RunSpec
 from kaleibench.utils import io
@@ -60,6 +61,8 @@ class LoopState:
     last_eval_return: float = math.nan
     metrics_bytes: int = 0
     wall_time: float = 0.0
+    train_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Sums of the learner's metrics since the last train row (:class:`IntervalStats`)."""
 
 
 def write_status(run_dir: Path, state: str, t_env: int, error: str | None = None,
@@ -157,9 +160,10 @@ class Run:
             self.metrics_sink.write(row)
 
     # ---------------------------------------------------------------- phases
-    def run_eval(self, n_episodes: int) -> np.ndarray:
-        """Greedy returns on the fixed eval seeds."""
-        return evaluate(self.eval_env, self.algo, eval_seeds(n_episodes), self.state.t_env)
+    def run_eval(self, n_episodes: int, offset: int = 0) -> np.ndarray:
+        """Greedy returns on the fixed eval seeds (from ``offset`` on)."""
+        return evaluate(self.eval_env, self.algo, eval_seeds(n_episodes, offset),
+                        self.state.t_env)
 
     def eval_and_log(self) -> None:
         """Periodic greedy evaluation; keeps the best-evaluated policy."""
@@ -182,7 +186,9 @@ class Run:
         self.state.t_env += ro.steps
         self.state.episodes += self.spec.n_envs
         self.train_returns.extend(float(r) for r in ro.returns)
-        return self.algo.train_on(ro.batch, self.state.t_env)
+        stats = self.algo.train_on(ro.batch, self.state.t_env)
+        IntervalStats(self.state.train_stats).add(stats)
+        return stats
 
     # ---------------------------------------------------------------- driver
     def _maybe_log_train(self, stats: dict[str, float]) -> None:
@@ -192,7 +198,9 @@ class Run:
         row: dict[str, Any] = {"kind": "train", "t_env": st.t_env, "episodes": st.episodes}
         if self.train_returns:
             row["return_mean"] = float(np.mean(self.train_returns))
-        row.update(stats)
+        interval = IntervalStats(self.state.train_stats)
+        row.update(interval.summary())  # means over the interval's updates, sums of counts
+        interval.clear()
         self.log(row)
         self.train_returns = []
         st.next_log = st.t_env + self.spec.log_interval
@@ -210,7 +218,9 @@ class Run:
             self.algo.load_policy_state(self.best_policy)
             best = self.best_policy
             io.atomic_save(self.dir / "best.pt", lambda p: torch.save({"policy": best}, p))
-        absolute = self.run_eval(10 * spec.eval_episodes)
+        # the best policy was selected on the first eval_episodes seeds: re-evaluate it on the
+        # next 10x seeds, disjoint from those, so that the selection does not bias the score
+        absolute = self.run_eval(10 * spec.eval_episodes, offset=spec.eval_episodes)
         n = self.env.n_agents
         wall = st.wall_time + (time.time() - started)
         final = {

@@ -1,4 +1,4 @@
-"""The entity view (SPEC §3.8) on both backends: shapes, masks and task rewards."""
+"""The entity view on both backends: shapes, masks and task rewards."""
 
 from __future__ import annotations
 

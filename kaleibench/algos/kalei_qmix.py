@@ -1,6 +1,6 @@
 """Kalei-QMIX: QMIX with Kaleidoscope's learnable per-agent masks (Li et al. 2024, 2410.08540).
 
-Composed from QMIX's parts (SPEC §2, Decision 5): the 1R3 agent with masks on fc1-fc4, and a
+Composed from QMIX's parts, as the Kaleidoscope reference for MPE: the 1R3 agent with masks on fc1-fc4, and a
 regulariser adding the adaptive-weighted mask-diversity loss and the periodic reset of
 connections dead in every mask. The TD part of the update is QMIX's, unchanged.
 """
@@ -26,7 +26,7 @@ from kaleibench.utils.seeding import torch_stream
 
 @dataclass(frozen=True)
 class KaleiQmixConfig(QmixConfig):
-    """QMIX fields plus Kaleidoscope's (``Kalei_args`` of the MPE config, SPEC §2.1)."""
+    """QMIX fields plus Kaleidoscope's (``Kalei_args`` of the reference's MPE config)."""
 
     agent: str = "kalei-1r3"
     """Always the masked 1R3 agent."""

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class QmixConfig:
-    """QMIX hyperparameters (EPyMARL defaults for MPE, SPEC §1.1 and Decision 4)."""
+    """QMIX hyperparameters: EPyMARL's QMIX defaults for MPE, with a GRU agent."""
 
     agent: str = "gru"
     """Agent network: ``gru`` (fc→GRU→fc); ``mlp`` (3 fc, EPyMARL's ``use_rnn: False``);

@@ -152,7 +152,7 @@ class NumpyTask:
             raise RuntimeError("scenario returned unpadded observations")
         reward = agent_rewards.sum(axis=1).astype(np.float32)
         info: dict[str, np.ndarray] = {"agent_rewards": agent_rewards}
-        if self._layout is not None:  # the entity view (SPEC §3.8)
+        if self._layout is not None:  # the entity view (subtasks)
             w = self.world
             goal = w.goal[0] if w.goal.shape[0] else np.zeros(self.n_envs, dtype=np.int64)
             pos, vel = w.pos.transpose(2, 0, 1), w.vel.transpose(2, 0, 1)  # (B, E, 2) views

@@ -1,4 +1,4 @@
-"""The entity view of the MPE tasks with subtasks (SPEC §3.8), as pure functions of world arrays.
+"""The entity view of the MPE tasks with subtasks, as pure functions of world arrays.
 
 ALMA (Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505) sees a task as a set of entities,
 each belonging to subtasks. Both backends describe a world the same way (mpe2's
@@ -17,7 +17,7 @@ Conventions (all masks are *positive*, unlike ALMA's inverted uint8 masks):
   belong to *every* subtask so they stay visible under subtask masking; ``task_mask[k]`` True =
   active (MPE subtasks never complete).
 * ``task_rewards (B, K)`` sum to the team reward: each subtask's share is computed from the world
-  (SPEC §3.8 table), and the remainder ``team − Σ_k R_k`` (spread: the collision penalties, which
+  (per task, in :func:`task_rewards`), and the remainder ``team − Σ_k R_k`` (spread: the collision penalties, which
   belong to no landmark; otherwise float rounding) is split evenly over the subtasks.
 """
 
@@ -101,7 +101,7 @@ def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def task_reward_shares(layout: EntityLayout, pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """Each subtask's share of the team reward computed from the world (SPEC §3.8).
+    """Each subtask's share of the team reward computed from the world.
 
     * spread: ``R_j = N (1 − lr) · (−min_i d(i, l_j))`` with lr = 0.5;
     * tag: ``R_j = N · 10 · #collisions(predators, prey_j)``;

@@ -59,7 +59,7 @@ class Mpe2Task:
 
     # ------------------------------------------------------------------ helpers
     def _entity_info(self, team_reward: np.ndarray | None) -> dict[str, np.ndarray]:
-        """The entity view (SPEC §3.8) read from every row's mpe2 world."""
+        """The entity view (entities, subtasks, task rewards) read from every row's mpe2 world."""
         assert self._layout is not None
         worlds = [env.unwrapped.world for env in self.envs]
         pos = np.stack([[e.state.p_pos for e in w.entities] for w in worlds])  # (B, W, 2)

@@ -1,6 +1,6 @@
 """The "1R3" recurrent agent of Kaleidoscope (arXiv 2410.08540), masked or unmasked.
 
-Network (``SPEC-algorithms.md`` §2.3), shared by all N agents::
+Network (Kaleidoscope's 1R3 agent for MPE), shared by all N agents::
 
     x = relu(fc1(o))            # (B, N, H)
     h = GRUCell(x, h)           # (B, N, H), shared and never masked

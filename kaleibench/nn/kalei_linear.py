@@ -9,7 +9,7 @@ soft-thresholded (STR-style) weight
 
 and the binary mask ``M_k = 1[|W| − σ(s_k) > 0]`` (through a straight-through estimator whose
 backward is ``tanh`` of the incoming gradient) feeds the diversity loss and the resets
-(``kaleibench.nn.kalei_losses``). Semantics: ``SPEC-algorithms.md`` §2.2.
+(``kaleibench.nn.kalei_losses``). Semantics follow the Kaleidoscope reference code.
 
 Shapes: B batch (any number of leading dims), N masks (= agents), I in features, O out features.
 No global RNG is used: every random draw takes an explicit ``torch.Generator``.

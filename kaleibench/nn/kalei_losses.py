@@ -1,4 +1,4 @@
-"""Kaleidoscope loss terms and mask maintenance (arXiv 2410.08540; ``SPEC-algorithms.md`` §2.4-2.6).
+"""Kaleidoscope loss terms and mask maintenance (arXiv 2410.08540).
 
 * :func:`mask_diversity_loss` — the |W|-weighted pairwise mask distance, negated (§2.4).
 * :class:`AdaptiveCoefficient` — rescales it to ``div_coef`` × the running TD-loss magnitude (§2.5).

@@ -1,8 +1,8 @@
 """Kalei-QMIX: QMIX with Kaleidoscope's learnable per-agent masks (Li et al. 2024, 2410.08540).
 
-Composed from QMIX's parts, as the Kaleidoscope reference for MPE: the 1R3 agent with masks on fc1-fc4, and a
-regulariser adding the adaptive-weighted mask-diversity loss and the periodic reset of
-connections dead in every mask. The TD part of the update is QMIX's, unchanged.
+Composed from QMIX's parts, as the Kaleidoscope reference for MPE: the 1R3 agent with masks on
+fc1-fc4, and a regulariser adding the adaptive-weighted mask-diversity loss and the periodic
+reset of connections dead in every mask. The TD part of the update is QMIX's, unchanged.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Conventions (all masks are *positive*, unlike ALMA's inverted uint8 masks):
   belong to *every* subtask so they stay visible under subtask masking; ``task_mask[k]`` True =
   active (MPE subtasks never complete).
 * ``task_rewards (B, K)`` sum to the team reward: each subtask's share is computed from the world
-  (per task, in :func:`task_rewards`), and the remainder ``team − Σ_k R_k`` (spread: the collision penalties, which
-  belong to no landmark; otherwise float rounding) is split evenly over the subtasks.
+  (:func:`task_reward_shares`), and the remainder ``team − Σ_k R_k`` (spread: the collision
+  penalties, which belong to no landmark; otherwise float rounding) is split evenly over the
+  subtasks.
 """
 
 from __future__ import annotations

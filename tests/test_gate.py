@@ -79,3 +79,29 @@ def test_two_seeds_cannot_be_conclusive() -> None:
     assert min_detectable_drop(0.2, 2, 2, rule.tolerance, rule.alpha, 6) > 3 * rule.catch
     false_alarm, power = simulate(rule, 6, 2, 2, 0.2, drop=rule.catch, draws=5000)
     assert false_alarm <= 0.05 and power < 0.2
+
+
+def test_the_committed_learning_gate_keeps_its_promises() -> None:
+    """The CI gate's own design (its reference file: cells, seeds, seed SDs, rule) has
+    suite-level false alarms ≤ 5 % and ≥ 80 % power for the drop it is meant to catch, and
+    every gated variant learned: its reference mean is clearly above `random`."""
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parents[1] / "results/reference/gate.json").read_text())
+    rule = GateRule(**ref["rule"])
+    cells = [(task, entry) for tasks in ref["cells"].values() for task, entry in tasks.items()
+             if entry["state"] == "completed"]
+    assert len(cells) >= 2
+    sds, ns = [], []
+    for task, entry in cells:
+        bounds = ref["bounds"][task]
+        gap = bounds["reference"] - bounds["random"]
+        scores = (np.asarray(entry["scores"]) - bounds["random"]) / gap  # normalised
+        assert scores.min() > 0.25, (task, scores)  # learned: > a quarter gap above random
+        sds.append(scores.std(ddof=1))
+        ns.append(len(scores))
+    n, sd = min(ns), 2 * max(sds)  # a seed SD twice the worst measured one
+    assert min_detectable_drop(sd, n, n, rule.tolerance, rule.alpha, len(cells)) <= rule.catch
+    false_alarm, power = simulate(rule, len(cells), n, n, sd, drop=rule.catch)
+    assert false_alarm <= 0.05 and power >= 0.80

@@ -213,3 +213,70 @@ def test_pairwise_tests_are_holm_corrected_over_family() -> None:
     raw = [t.welch_p for t in tests]
     np.testing.assert_allclose([t.welch_p_holm for t in tests], sig.holm_bonferroni(raw))
     assert all(t.mean_diff > 0 for t in tests)
+
+
+def _hand_permutation_p(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(less, greater, two-sided) p of U by enumerating every split of the pooled values."""
+    from itertools import combinations
+
+    pooled = np.array(a + b, dtype=float)
+    u_obs = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    us = []
+    for idx in combinations(range(pooled.size), len(a)):
+        xa = pooled[list(idx)]
+        xb = np.delete(pooled, list(idx))
+        us.append(sum((x > y) + 0.5 * (x == y) for x in xa for y in xb))
+    us_arr, centre = np.array(us), len(a) * len(b) / 2
+    less, greater = np.mean(us_arr <= u_obs + 1e-9), np.mean(us_arr >= u_obs - 1e-9)
+    two = np.mean(np.abs(us_arr - centre) >= abs(u_obs - centre) - 1e-9)
+    return float(less), float(greater), float(two)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "two_sided"),
+    [
+        ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 0.1),  # 2 of the C(6, 3) = 20 splits are as extreme
+        ([1.0, 2.0, 3.0, 3.0, 3.0], [3.0, 3.0, 4.0, 5.0, 6.0], 20 / 252),  # ~0.079
+        ([1.0, 1.0], [2.0, 2.0], 1 / 3),
+        ([0.0, 0.0, 1.0], [1.0, 1.0, 2.0], 0.3),  # scipy's "exact" (ties ignored) says 0.2
+    ],
+)
+def test_mann_whitney_with_ties_is_exact(a: list[float], b: list[float], two_sided: float) -> None:
+    less, greater, two = _hand_permutation_p(a, b)
+    assert two == pytest.approx(two_sided)
+    assert sig.mann_whitney_test(np.array(a), np.array(b))[1] == pytest.approx(two_sided)
+    assert sig.mann_whitney_test(np.array(a), np.array(b), "less")[1] == pytest.approx(less)
+    assert sig.mann_whitney_test(np.array(a), np.array(b), "greater")[1] == pytest.approx(greater)
+
+
+def test_mann_whitney_one_sided_known_answer() -> None:
+    a, b = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
+    assert sig.mann_whitney_test(a, b, "less")[1] == pytest.approx(0.05)  # 1 of 20 splits
+    assert sig.mann_whitney_test(a, b, "greater")[1] == pytest.approx(1.0)
+    assert sig.mann_whitney_test(a, b)[0] == 0.0
+
+
+def test_mann_whitney_without_ties_equals_permutation() -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=6), rng.normal(0.8, 1.0, size=7)
+    _, _, two = _hand_permutation_p(a.tolist(), b.tolist())
+    assert sig.mann_whitney_test(a, b)[1] == pytest.approx(two)
+
+
+def test_welch_with_zero_variance_on_both_sides_is_untestable() -> None:
+    a, b = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
+    t, p = sig.welch_test(a, b)
+    assert math.isnan(t) and math.isnan(p)
+    # one side with spread is still a valid test
+    assert math.isfinite(sig.welch_test(a, np.array([2.0, 3.0, 2.0]))[1])
+    cells = {
+        ("x", "t1"): b,
+        ("base", "t1"): a,
+        ("x", "t2"): np.array([1.0, 2.0, 3.0]),
+        ("base", "t2"): np.array([2.0, 4.0, 5.0]),
+    }
+    tests = sig.pairwise_tests(cells, [("x", "base")], ["t1", "t2"])
+    assert math.isnan(tests[0].welch_p_holm)
+    # the untestable cell does not enter the Holm family: m = 1 for Welch, 2 for Mann-Whitney
+    assert tests[1].welch_p_holm == pytest.approx(tests[1].welch_p)
+    assert sig.n_testable(tests) == (1, 2)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kaleibench.analysis import plots, tables
+from kaleibench.analysis import significance as sig
 from kaleibench.analysis._io import atomic_write_text
 from kaleibench.analysis.curves import (
     ALMA_PREFIXES,
@@ -42,16 +43,29 @@ def _aggregate_caption(a: Analysis) -> str:
 
 
 def _task_caption(a: Analysis) -> str:
-    n_tests = len(a.tests)
+    n_welch, n_mwu = sig.n_testable(a.tests)
+    untestable = len(a.tests) - min(n_welch, n_mwu)
+    family = (
+        f"over {n_welch} comparisons"
+        if n_welch == n_mwu
+        else f"over {n_welch} Welch and {n_mwu} Mann-Whitney comparisons"
+    )
     sizes = sorted({n for n in a.cell_counts().values()})
     seeds = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
-    return (
+    text = (
         f"Per-task {a.kind} team return: mean over seeds with {T_CI_METHOD} (n - 1 dof, real n "
         f"per cell; no bootstrap, so no reps or seed); {seeds} seeds per cell. Best per task "
         f"in bold; {tables.WELCH_MARK} / {tables.MWU_MARK}: two-sided Welch t / Mann-Whitney U "
-        f"vs {a.baseline}, Holm-Bonferroni-corrected over {n_tests} comparisons, p < {a.alpha}. "
-        "N/A: the variant cannot run on the task."
+        f"vs {a.baseline} (Mann-Whitney p exact, ties included, for up to "
+        f"{sig.MWU_PERMUTATION_MAX_N} seeds in a pair), Holm-Bonferroni-corrected {family}, "
+        f"p < {a.alpha}."
     )
+    if untestable:
+        text += (
+            f" {untestable} comparison(s) could not be tested (fewer than 2 seeds, or no "
+            "variance on either side) and carry no mark."
+        )
+    return text + " N/A: the variant cannot run on the task."
 
 
 def write_tables(a: Analysis, out: Path) -> list[tables.Table]:

@@ -171,3 +171,30 @@ def test_report_without_suite_json_skips_aggregates(results_dir: Path, tmp_path:
     text = write_report(results_dir, tmp_path / "r", reps=100, figures=False).read_text()
     assert "Aggregates skipped" in text and "per_task" in text
     assert not (tmp_path / "r" / "tables" / "aggregate.md").exists()
+
+
+def test_per_agent_scores_are_normalised_with_per_agent_bounds(results_dir: Path) -> None:
+    results = scores.load_results(results_dir)
+    team = scores.score_matrices(results, "final", normalised=True)
+    per_agent = scores.score_matrices(results, "final_per_agent", normalised=True)
+    # per-agent return = team / 3 and bounds / 3: the same normalised score
+    for v in team:
+        np.testing.assert_allclose(per_agent[v], team[v], rtol=1e-12)
+    raw = scores.score_matrices(results, "final_per_agent", normalised=False)
+    assert raw["qmix"][0, 0] == pytest.approx(
+        scores.score_matrices(results, "final", normalised=False)["qmix"][0, 0] / 3
+    )
+    cell = scores.cell_scores(results, "qmix", "mpe/spread-v0", "absolute_per_agent", True)
+    team_cell = scores.cell_scores(results, "qmix", "mpe/spread-v0", "absolute", True)
+    np.testing.assert_allclose(cell, team_cell, rtol=1e-12)
+
+
+def test_per_agent_normalisation_without_n_agents_raises(results_dir: Path) -> None:
+    final_path = _run_dir(results_dir, "qmix", "mpe/tag-v0", 1) / "final.json"
+    final = json.loads(final_path.read_text())
+    del final["n_agents"]
+    final_path.write_text(json.dumps(final))
+    results = scores.load_results(results_dir)
+    with pytest.raises(ValueError, match="n_agents"):
+        scores.score_matrices(results, "final_per_agent", normalised=True)
+    scores.score_matrices(results, "final", normalised=True)  # team scores need no n_agents

@@ -198,3 +198,18 @@ def test_per_agent_normalisation_without_n_agents_raises(results_dir: Path) -> N
     with pytest.raises(ValueError, match="n_agents"):
         scores.score_matrices(results, "final_per_agent", normalised=True)
     scores.score_matrices(results, "final", normalised=True)  # team scores need no n_agents
+
+
+def test_report_modules_import_one_way() -> None:
+    """report imports report_render; report_render never imports report (no import cycle)."""
+    import ast
+
+    import kaleibench.analysis.report_render as render
+
+    tree = ast.parse(Path(render.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "kaleibench.analysis.report" not in imported
+    from kaleibench.analysis import report
+
+    assert report.Analysis is render.Analysis

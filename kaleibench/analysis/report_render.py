@@ -1,11 +1,17 @@
-"""Render an :class:`~kaleibench.analysis.report.Analysis` to tables, figures and report.md."""
+"""Render an :class:`Analysis` (computed by ``report.analyse``) to tables, figures and report.md.
+
+The dependency is one way: ``report`` imports this module, this module does not import
+``report``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaleibench.analysis import plots, tables
+import numpy as np
+
+from kaleibench.analysis import plots, stats, tables
 from kaleibench.analysis import significance as sig
 from kaleibench.analysis._io import atomic_write_text
 from kaleibench.analysis.curves import (
@@ -16,8 +22,60 @@ from kaleibench.analysis.curves import (
     metric_keys,
     suite_iqm_curve,
 )
-from kaleibench.analysis.report import Analysis
+from kaleibench.analysis.scores import Completeness, Results, cell_scores
 from kaleibench.analysis.significance import T_CI_METHOD
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report shows, computed once by :func:`analyse`."""
+
+    results: Results
+    completeness: Completeness
+    baseline: str
+    kind: str
+    seed: int
+    reps: int
+    confidence: float
+    alpha: float
+    agg_scores: dict[str, np.ndarray]
+    agg_tasks: list[str]
+    intervals: dict[str, dict[str, stats.Interval]]
+    poi: dict[str, stats.Interval]
+    profiles: dict[str, stats.Profile]
+    task_cells: dict[tuple[str, str], stats.Interval | None]
+    tests: list[sig.PairTest]
+
+    @property
+    def variants(self) -> list[str]:
+        """Variants of the suite, in suite order."""
+        return list(self.results.suite.variants)
+
+    @property
+    def has_aggregates(self) -> bool:
+        """Whether across-task aggregates could be computed."""
+        return bool(self.intervals)
+
+    def seeds_phrase(self, counts: dict[str, int] | None = None) -> str:
+        """``"n = 3 seeds per variant"``, or the count per variant when they differ."""
+        counts = counts or {v: s.shape[0] for v, s in self.agg_scores.items()}
+        if not counts:
+            counts = {v: len(self.results.suite.seeds) for v in self.variants}
+        if len(set(counts.values())) == 1:
+            return f"n = {next(iter(counts.values()))} seeds per variant"
+        return "n seeds per variant: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+
+    def cell_counts(self) -> dict[tuple[str, str], int]:
+        """Completed seeds of every applicable (variant, task) cell."""
+        return {
+            (v, t): cell_scores(self.results, v, t, self.kind).size
+            for (v, t), iv in self.task_cells.items()
+            if iv is not None
+        }
+
+    def bootstrap_phrase(self, reps: int | None = None) -> str:
+        """CI method, reps and seed, for captions."""
+        return f"{stats.CI_METHOD} CI ({reps or self.reps} reps, seed {self.seed})"
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: 
         assert f"figures/{stem}.png" in text
     assert not (out / "figures" / "alma_allocation.png").exists()  # no alloc/ metrics
     for name in ("aggregate", "per_task"):
-        for ext in ("md", "tex", "csv"):
+        for ext in ("md", "tex", "csv", "caption.txt"):
             assert (out / "tables" / f"{name}.{ext}").exists()
     agg_md = (out / "tables" / "aggregate.md").read_text()
     assert "n = 3 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
@@ -115,9 +115,37 @@ def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: 
     assert "Student-t" in (out / "tables" / "per_task.md").read_text()
     tex = (out / "tables" / "aggregate.tex").read_text()
     assert r"\textbf{" in tex and r"\caption{" in tex and "n = 3 seeds" in tex
-    csv_lines = (out / "tables" / "per_task.csv").read_text().splitlines()
-    assert csv_lines[0] == "Variant,mpe/spread-v0,mpe/tag-v0" and len(csv_lines) == 3
+    _check_numeric_csvs(out / "tables")
     assert not list(out.rglob("*.tmp"))
+
+
+def _check_numeric_csvs(table_dir: Path) -> None:
+    """Every CSV parses; its numeric columns are floats; a caption sidecar names n and method."""
+    import csv
+
+    with open(table_dir / "per_task.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["variant", "task", "status", "n", "mean", "lo", "hi",
+                             "welch_p_holm", "mwu_p_holm"]  # fmt: skip
+    assert len(rows) == 4  # 2 variants x 2 tasks, long format
+    for row in rows:
+        assert row["status"] == "ok" and float(row["n"]) == 3
+        mean, lo, hi = (float(row[k]) for k in ("mean", "lo", "hi"))
+        assert lo <= mean <= hi
+    kalei = [r for r in rows if r["variant"] == "kalei-qmix"]
+    assert all(0 <= float(r["welch_p_holm"]) <= 1 for r in kalei)
+    assert all(r["welch_p_holm"] == "nan" for r in rows if r["variant"] == "qmix")
+    with open(table_dir / "aggregate.csv", newline="", encoding="utf-8") as handle:
+        agg = list(csv.DictReader(handle))
+    assert [r["variant"] for r in agg] == ["qmix", "kalei-qmix"]
+    for row in agg:
+        numbers = {k: float(v) for k, v in row.items() if k != "variant"}  # all parse
+        assert numbers["n"] == 3 and numbers["iqm_lo"] <= numbers["iqm"] <= numbers["iqm_hi"]
+    assert "poi" in agg[1] and agg[0]["poi"] == "nan"  # the baseline has no POI against itself
+    for name in ("per_task", "aggregate"):
+        caption = (table_dir / f"{name}.caption.txt").read_text()
+        assert "n = 3" in caption and "CSV columns:" in caption
+    assert "Student-t" in (table_dir / "per_task.caption.txt").read_text()
 
 
 def test_report_rerun_overwrites(results_dir: Path, tmp_path: Path) -> None:

@@ -130,12 +130,16 @@ def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
     """Write the aggregate and per-task tables (MD/LaTeX/CSV) under ``out/tables``."""
     written = []
     if a.has_aggregates:
-        agg = tables.aggregate_table(a.intervals, a.poi, a.baseline, _aggregate_caption(a))
+        n_runs = {v: m.shape[0] for v, m in a.agg_scores.items()}
+        agg = tables.aggregate_table(
+            a.intervals, a.poi, a.baseline, _aggregate_caption(a), n_runs=n_runs
+        )
         written.append(agg)
     tasks = a.results.suite.task_ids
     per_task = tables.task_table(
-        a.task_cells, a.variants, tasks, a.tests, _task_caption(a), a.alpha
-    )
+        a.task_cells, a.variants, tasks, a.tests, _task_caption(a), a.alpha,
+        counts=a.cell_counts(),
+    )  # fmt: skip
     written.append(per_task)
     for table in written:
         tables.write_table(table, out / "tables")
@@ -324,7 +328,8 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     lines += ["## Tables", ""]
     for table in written:
         lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "
-                  f"`tables/{table.name}.tex`, `tables/{table.name}.csv`", ""]  # fmt: skip
+                  f"`tables/{table.name}.tex`, `tables/{table.name}.csv` (numeric columns; "
+                  f"caption in `tables/{table.name}.caption.txt`)", ""]  # fmt: skip
     lines += ["## Figures", ""] if figs else []
     for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "

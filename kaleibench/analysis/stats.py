@@ -20,6 +20,7 @@ variant from ``(seed, variant name)``, so adding a variant never changes another
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -43,13 +44,22 @@ class Interval:
     low: float
     high: float
 
+    @property
+    def has_bounds(self) -> bool:
+        """Whether the interval exists (a point estimate alone has NaN bounds)."""
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
     def format(self, digits: int = 2) -> str:
-        """Render as ``"point [low, high]"``.
+        """Render as ``"point [low, high]"``, or the point alone when there is no interval.
 
         Examples:
             >>> Interval(1.5, 1.0, 2.0).format()
             '1.50 [1.00, 2.00]'
+            >>> Interval(1.5, math.nan, math.nan).format()
+            '1.50'
         """
+        if not self.has_bounds:
+            return f"{self.point:.{digits}f}"
         return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 

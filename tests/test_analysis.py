@@ -96,7 +96,9 @@ def test_task_and_suite_curves(results_dir: Path) -> None:
     ]  # fmt: skip
 
 
-def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: Path) -> None:
+def test_report_writes_tables_figures_and_captions(tmp_path: Path) -> None:
+    # 5 seeds: enough runs for bootstrap intervals (stats.MIN_BOOTSTRAP_N)
+    results_dir = write_synthetic_results(tmp_path / "smoke", seeds=range(5))
     out = tmp_path / "report"
     path = write_report(results_dir, out, baseline="qmix", seed=3, reps=500)
     text = path.read_text()
@@ -110,16 +112,16 @@ def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: 
         for ext in ("md", "tex", "csv", "caption.txt"):
             assert (out / "tables" / f"{name}.{ext}").exists()
     agg_md = (out / "tables" / "aggregate.md").read_text()
-    assert "n = 3 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
+    assert "n = 5 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
     assert "500 reps, seed 3" in agg_md and "**" in agg_md  # best in bold
     assert "Student-t" in (out / "tables" / "per_task.md").read_text()
     tex = (out / "tables" / "aggregate.tex").read_text()
-    assert r"\textbf{" in tex and r"\caption{" in tex and "n = 3 seeds" in tex
-    _check_numeric_csvs(out / "tables")
+    assert r"\textbf{" in tex and r"\caption{" in tex and "n = 5 seeds" in tex
+    _check_numeric_csvs(out / "tables", n=5)
     assert not list(out.rglob("*.tmp"))
 
 
-def _check_numeric_csvs(table_dir: Path) -> None:
+def _check_numeric_csvs(table_dir: Path, n: int) -> None:
     """Every CSV parses; its numeric columns are floats; a caption sidecar names n and method."""
     import csv
 
@@ -129,7 +131,7 @@ def _check_numeric_csvs(table_dir: Path) -> None:
                              "welch_p_holm", "mwu_p_holm"]  # fmt: skip
     assert len(rows) == 4  # 2 variants x 2 tasks, long format
     for row in rows:
-        assert row["status"] == "ok" and float(row["n"]) == 3
+        assert row["status"] == "ok" and float(row["n"]) == n
         mean, lo, hi = (float(row[k]) for k in ("mean", "lo", "hi"))
         assert lo <= mean <= hi
     kalei = [r for r in rows if r["variant"] == "kalei-qmix"]
@@ -140,11 +142,11 @@ def _check_numeric_csvs(table_dir: Path) -> None:
     assert [r["variant"] for r in agg] == ["qmix", "kalei-qmix"]
     for row in agg:
         numbers = {k: float(v) for k, v in row.items() if k != "variant"}  # all parse
-        assert numbers["n"] == 3 and numbers["iqm_lo"] <= numbers["iqm"] <= numbers["iqm_hi"]
+        assert numbers["n"] == n and numbers["iqm_lo"] <= numbers["iqm"] <= numbers["iqm_hi"]
     assert "poi" in agg[1] and agg[0]["poi"] == "nan"  # the baseline has no POI against itself
     for name in ("per_task", "aggregate"):
         caption = (table_dir / f"{name}.caption.txt").read_text()
-        assert "n = 3" in caption and "CSV columns:" in caption
+        assert f"n = {n}" in caption and "CSV columns:" in caption
     assert "Student-t" in (table_dir / "per_task.caption.txt").read_text()
 
 

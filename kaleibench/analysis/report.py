@@ -78,11 +78,14 @@ def analyse(
         matrices = score_matrices(results, kind, normalised=True)
         agg_scores, agg_tasks = aggregate_view(matrices, results.suite.task_ids)
         if agg_tasks and all(s.shape[0] > 0 for s in agg_scores.values()):
-            intervals = stats.aggregate_intervals(agg_scores, seed, reps, confidence)
-            poi = stats.poi_against(agg_scores, baseline, seed, reps, confidence)
+            # below stats.MIN_BOOTSTRAP_N runs the percentile bootstrap under-covers badly:
+            # t-intervals where they exist, point estimates otherwise, no profile bands
+            intervals = stats.report_aggregate_intervals(agg_scores, seed, reps, confidence)
+            poi = stats.report_poi_against(agg_scores, baseline, seed, reps, confidence)
             profiles = stats.performance_profiles(
-                agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence
-            )
+                agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence,
+                bands=stats.bootstrap_applies(agg_scores),
+            )  # fmt: skip
     return Analysis(
         results, completeness, baseline, kind, seed, reps, confidence, alpha,
         agg_scores, agg_tasks, intervals, poi, profiles, task_cells, tests,

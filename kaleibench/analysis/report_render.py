@@ -74,6 +74,11 @@ class Analysis:
         }
 
     @property
+    def styles(self) -> dict[str, plots.Style]:
+        """One colour/line style per variant of the suite, the same in every figure."""
+        return plots.variant_styles(self.variants)
+
+    @property
     def small_n(self) -> bool:
         """Whether some variant has fewer than ``stats.MIN_BOOTSTRAP_N`` runs in the aggregates.
 
@@ -178,18 +183,32 @@ def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
     return written
 
 
+_BAND_NOTE = (
+    f"with fewer than {plots.MIN_BAND_SEEDS} seeds a variant's seeds are drawn as thin lines "
+    "instead of a band (a 2-seed t-interval is the mean ± 12.7 standard errors)"
+)
+
+
 def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     tasks = a.results.suite.task_ids
+    styles = a.styles
     fig = plots.new_figure(n_cols=len(tasks), size=(4.5, 3.2))
+    ranges = []
     for ax, task in zip(fig.axes, tasks, strict=True):
         curves = {v: c for v in a.variants if (c := cell_curve(a.results, v, task)) is not None}
-        plots.plot_curves(curves, title=task, ylabel="team return", ax=ax)
+        low, high = plots.observed_range(curves)
+        ranges.append(f"{task} [{low:.4g}, {high:.4g}]")
+        plots.plot_curves(curves, title=task, ylabel="team return", ax=ax, styles=styles,
+                          clip=(low, high))  # fmt: skip
     plots.save_figure(fig, fig_dir, "curves_per_task")
     out = [
         Figure(
             "curves_per_task",
             f"Evaluation team return during training per task: mean over seeds with a shaded "
-            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or seed).",
+            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or "
+            "seed). Bands are clipped to the range of eval returns observed on the task over "
+            f"all variants, seeds and steps ({'; '.join(ranges)}), because no return outside "
+            f"it has been seen and the t quantile is large at small n; {_BAND_NOTE}.",
         )
     ]
     if a.has_aggregates:
@@ -197,16 +216,15 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
             v: suite_iqm_curve(a.results, v, a.agg_tasks, a.seed, min(a.reps, 2_000))
             for v in a.variants
         }
-        fig = plots.new_figure(size=(5.5, 3.5))
-        plots.plot_band(bands, title="Suite IQM", ax=fig.axes[0])
-        plots.save_figure(fig, fig_dir, "curves_suite_iqm")
-        if a.small_n:
-            no_band = np.nan  # keep the IQM line, drop the bootstrap band
-            bands = {v: (t, np.stack([e[0], e[0] * no_band, e[0] * no_band]))
+        if a.small_n:  # keep the IQM line, drop the bootstrap band
+            bands = {v: (t, np.stack([e[0], e[0] * np.nan, e[0] * np.nan]))
                      for v, (t, e) in bands.items()}  # fmt: skip
             band = f"no band: {a.small_n_reason()}."
         else:
             band = f"band: {a.bootstrap_phrase(min(a.reps, 2_000))}."
+        fig = plots.new_figure(size=(5.5, 3.5))
+        plots.plot_band(bands, title="Suite IQM", ax=fig.axes[0], styles=styles)
+        plots.save_figure(fig, fig_dir, "curves_suite_iqm")
         caption = (
             f"IQM of normalised eval return across runs and {len(a.agg_tasks)} task(s) during "
             f"training; {a.seeds_phrase()}; {band}"
@@ -217,16 +235,18 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
 
 def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     metrics = list(next(iter(a.intervals.values())))
+    styles = a.styles
     fig = plots.new_figure(n_cols=len(metrics), size=(3.2, 0.5 * len(a.variants) + 1.2))
     for ax, metric in zip(fig.axes, metrics, strict=True):
-        plots.plot_intervals(a.intervals, metric, ax=ax)
+        plots.plot_intervals(a.intervals, metric, ax=ax, styles=styles)
     plots.save_figure(fig, fig_dir, "aggregate_intervals")
     fig = plots.new_figure(size=(5.5, 3.5))
-    plots.plot_profiles(a.profiles, ax=fig.axes[0])
+    plots.plot_profiles(a.profiles, ax=fig.axes[0], styles=styles)
     plots.save_figure(fig, fig_dir, "performance_profile")
-    fig = plots.new_figure(n_cols=2, size=(4.8, 0.6 * len(a.variants) + 1.6))
+    side = max(4.8, 0.75 * len(a.variants) + 2.0)
+    fig = plots.new_figure(n_cols=2, size=(side, max(3.2, 0.6 * len(a.variants) + 1.8)))
     plots.plot_poi_matrix(a.agg_scores, ax=fig.axes[0])
-    plots.plot_poi_intervals(a.poi, a.baseline, ax=fig.axes[1])
+    plots.plot_poi_intervals(a.poi, a.baseline, ax=fig.axes[1], styles=styles)
     plots.save_figure(fig, fig_dir, "poi")
     profile_reps = min(a.reps, 2_000)
     if a.small_n:
@@ -272,11 +292,12 @@ def _diagnostic_figure(
             c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
             if c is not None:
                 curves[v] = c
-        plots.plot_curves(curves, task, key, ax=ax)
+        plots.plot_curves(curves, task, key, ax=ax, styles=a.styles)
     plots.save_figure(fig, fig_dir, stem)
     caption = (
         f"{what} ({', '.join(keys)}) from training logs: mean over seeds with a shaded "
-        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed)."
+        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed), clipped to the "
+        f"range of the values observed in each panel over all variants and seeds; {_BAND_NOTE}."
     )
     return [Figure(stem, caption)]
 

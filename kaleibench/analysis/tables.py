@@ -277,11 +277,11 @@ def task_table(
             iv = cells.get((v, t))
             status = "missing" if (v, t) not in cells else ("n/a" if iv is None else "ok")
             n = (counts or {}).get((v, t))
-            test = by_cell.get((v, t))
+            pair = by_cell.get((v, t))
             data_rows.append([
                 v, t, status, n if n is not None else math.nan,
                 *((iv.point, iv.low, iv.high) if iv else (math.nan,) * 3),
-                test.welch_p_holm if test else math.nan, test.mwu_p_holm if test else math.nan,
+                pair.welch_p_holm if pair else math.nan, pair.mwu_p_holm if pair else math.nan,
             ])  # fmt: skip
     return Table("per_task", caption, ["Variant", *tasks], rows, bold, marks,
                  data_header, data_rows)  # fmt: skip

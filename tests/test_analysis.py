@@ -243,3 +243,21 @@ def test_report_modules_import_one_way() -> None:
     from kaleibench.analysis import report
 
     assert report.Analysis is render.Analysis
+
+
+def test_task_caption_counts_only_testable_comparisons(results_dir: Path, tmp_path: Path) -> None:
+    # tag: every seed of both variants scores the same value -> Welch untestable there
+    for variant, value in (("qmix", 10.0), ("kalei-qmix", 40.0)):
+        for seed in (0, 1, 2):
+            path = _run_dir(results_dir, variant, "mpe/tag-v0", seed) / "final.json"
+            final = json.loads(path.read_text())
+            path.write_text(json.dumps({**final, "final_return": value}))
+    out = tmp_path / "r"
+    write_report(results_dir, out, reps=100, figures=False)
+    md = (out / "tables" / "per_task.md").read_text()
+    caption = md.splitlines()[0]
+    assert "over 1 Welch and 2 Mann-Whitney comparisons" in caption
+    assert "1 comparison(s) could not be tested" in caption
+    tag_row = next(line for line in md.splitlines() if line.startswith("| kalei-qmix"))
+    tag_cell = tag_row.split("|")[3]
+    assert "\\*" not in tag_cell  # no Welch mark from p = 0 on zero variance

@@ -95,8 +95,8 @@ class Analysis:
         return (
             f"With fewer than {stats.MIN_BOOTSTRAP_N} runs per variant (here n = "
             f"{self.min_runs()}) a nominal 95% percentile-bootstrap interval covers far less "
-            "than 95% (in simulation about 50% at n = 2 and 73% at n = 3; at n = 2 it is just "
-            "the range of the two runs), so none is shown"
+            "than 95% (simulated on one task: about 50% at n = 2, where it is just the range of "
+            "the two runs, and 73% at n = 3), so none is shown"
         )
 
     def bootstrap_phrase(self, reps: int | None = None) -> str:
@@ -121,8 +121,8 @@ def _aggregate_caption(a: Analysis) -> str:
     if a.small_n:
         text = (
             f"Aggregate normalised {a.kind} score over {len(a.agg_tasks)} task(s); "
-            f"{a.seeds_phrase()}. {a.small_n_reason()}: mean and optimality gap show a "
-            f"{stats.SMALL_N_METHOD}. No {tables.POI_MARK} marks. {bounds}."
+            f"{a.seeds_phrase()}. {a.small_n_reason()}. Shown instead: a "
+            f"{stats.SMALL_N_METHOD}; so no {tables.POI_MARK} marks. {bounds}."
         )
     else:
         text = (
@@ -219,7 +219,7 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
         if a.small_n:  # keep the IQM line, drop the bootstrap band
             bands = {v: (t, np.stack([e[0], e[0] * np.nan, e[0] * np.nan]))
                      for v, (t, e) in bands.items()}  # fmt: skip
-            band = f"no band: {a.small_n_reason()}."
+            band = f"no band. {a.small_n_reason()}."
         else:
             band = f"band: {a.bootstrap_phrase(min(a.reps, 2_000))}."
         fig = plots.new_figure(size=(5.5, 3.5))
@@ -253,8 +253,8 @@ def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
         why = a.small_n_reason()
         return [
             Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (dot: point "
-                   f"estimate, bar: interval); {a.seeds_phrase()}. {why}: mean and optimality "
-                   f"gap bars are a {stats.SMALL_N_METHOD}."),
+                   f"estimate, bar: interval); {a.seeds_phrase()}. {why}. Shown instead: a "
+                   f"{stats.SMALL_N_METHOD}."),
             Figure("performance_profile", "Performance profile (fraction of runs whose "
                    f"normalised score exceeds tau); {a.seeds_phrase()}; no bands. {why}."),
             Figure("poi", "Probability of improvement. Left: P(row > column) point estimates "

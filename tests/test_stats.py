@@ -389,3 +389,31 @@ def test_welch_with_zero_variance_on_both_sides_is_untestable() -> None:
     # the untestable cell does not enter the Holm family: m = 1 for Welch, 2 for Mann-Whitney
     assert tests[1].welch_p_holm == pytest.approx(tests[1].welch_p)
     assert sig.n_testable(tests) == (1, 2)
+
+
+def test_mann_whitney_equals_scipy_full_permutation() -> None:
+    """The counted permutation distribution gives scipy's enumerated p-values, ties included."""
+    rng = np.random.default_rng(12)
+    method = sps.PermutationMethod(n_resamples=np.inf)
+    for _ in range(25):
+        n_a, n_b = rng.integers(2, 7, size=2)
+        a = rng.integers(0, 4, size=n_a).astype(float)  # few distinct values: many ties
+        b = rng.integers(0, 4, size=n_b).astype(float) + rng.integers(0, 2)
+        for alternative in ("two-sided", "less", "greater"):
+            ref = sps.mannwhitneyu(a, b, alternative=alternative, method=method)
+            u, p = sig.mann_whitney_test(a, b, alternative)
+            assert u == pytest.approx(float(ref.statistic)), (a, b)
+            assert p == pytest.approx(float(ref.pvalue), abs=1e-12), (a, b, alternative)
+
+
+def test_mann_whitney_large_samples_use_the_normal_approximation() -> None:
+    rng = np.random.default_rng(13)
+    a, b = np.round(rng.normal(size=12)), np.round(rng.normal(0.5, 1.0, size=12))
+    ref = sps.mannwhitneyu(a, b, method="asymptotic")
+    assert sig.mann_whitney_test(a, b) == pytest.approx((ref.statistic, ref.pvalue))
+    # the exact path is fast even at the largest size it covers (C(20, 10) splits)
+    import time
+
+    start = time.perf_counter()
+    sig.mann_whitney_test(a[:10], b[:10])
+    assert time.perf_counter() - start < 1.0

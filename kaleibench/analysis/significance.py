@@ -123,7 +123,38 @@ def welch_test(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> 
 
 
 MWU_PERMUTATION_MAX_N = 20
-"""Largest ``n_a + n_b`` for which Mann-Whitney p-values with ties are computed exactly."""
+"""Largest ``n_a + n_b`` for which Mann-Whitney p-values are exact (ties included)."""
+
+
+def _mwu_permutation_p(a: np.ndarray, b: np.ndarray, alternative: str) -> tuple[float, float]:
+    """U of ``a`` vs ``b`` and its exact permutation p-value, ties included.
+
+    The permutation distribution of U (every way to split the pooled values into groups of
+    ``n_a`` and ``n_b``, equally likely under H0) is counted rather than enumerated: with the
+    pooled mid-ranks doubled to integers, ``counts[k, s]`` is the number of ``k``-subsets with
+    doubled rank sum ``s``, built one value at a time (``O(N * n_a * N^2)`` instead of
+    ``C(N, n_a)`` splits). U is the rank sum of ``a`` minus ``n_a (n_a + 1) / 2``, so tail
+    probabilities of the rank sum are those of U. Two-sided: twice the smaller tail, at most 1
+    (the definition of scipy's ``permutation_test``, which gives the same values by enumeration).
+    """
+    pooled = np.concatenate([a, b])
+    doubled = np.rint(2.0 * sps.rankdata(pooled)).astype(np.int64)  # mid-ranks are k / 2
+    n_a, total = a.size, int(doubled.sum())
+    counts = np.zeros((n_a + 1, total + 1))
+    counts[0, 0] = 1.0
+    for r in doubled:
+        counts[1:, r:] = counts[1:, r:] + counts[:-1, : total + 1 - r]
+    dist = counts[n_a] / counts[n_a].sum()  # P(doubled rank sum of a == s)
+    observed = int(doubled[:n_a].sum())
+    less, greater = float(dist[: observed + 1].sum()), float(dist[observed:].sum())
+    u = observed / 2.0 - n_a * (n_a + 1) / 2.0
+    if alternative == "less":
+        return u, min(less, 1.0)
+    if alternative == "greater":
+        return u, min(greater, 1.0)
+    if alternative == "two-sided":
+        return u, min(2.0 * min(less, greater), 1.0)
+    raise ValueError(f"unknown alternative {alternative!r}")
 
 
 def mann_whitney_test(
@@ -133,21 +164,19 @@ def mann_whitney_test(
 
     Statistical choice: with a few seeds per side the normal approximation is anti-conservative
     when there are ties (e.g. ``[1, 1, 1]`` vs ``[2, 2, 2]``: approximate p = 0.047, while no
-    arrangement of 3 vs 3 values can give less than 2 / C(6, 3) = 0.1). So, for
-    ``n_a + n_b <=`` :data:`MWU_PERMUTATION_MAX_N`, the p-value is exact: without ties scipy's
-    exact null distribution of U, with ties a full enumeration of every split of the pooled
-    values (the permutation distribution of U given the tied values; scipy's ``"exact"`` method
-    would ignore the ties). Larger samples use the tie-corrected normal approximation.
+    split of 3 vs 3 values can give less than 2 / C(6, 3) = 0.1). So, for
+    ``n_a + n_b <=`` :data:`MWU_PERMUTATION_MAX_N`, the p-value is the exact permutation p-value
+    given the observed (possibly tied) values, as ``scipy.stats.mannwhitneyu`` with
+    ``method=PermutationMethod(n_resamples=np.inf)`` computes it (see
+    :func:`_mwu_permutation_p`; scipy's ``method="exact"`` would ignore the ties). Larger samples
+    use the tie-corrected normal approximation.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size < 1 or b.size < 1:
         return math.nan, math.nan
-    pooled = np.concatenate([a, b])
-    method: str | sps.PermutationMethod = "asymptotic"
-    if pooled.size <= MWU_PERMUTATION_MAX_N:
-        ties = np.unique(pooled).size < pooled.size
-        method = sps.PermutationMethod(n_resamples=np.inf) if ties else "exact"
-    res = sps.mannwhitneyu(a, b, alternative=alternative, method=method)
+    if a.size + b.size <= MWU_PERMUTATION_MAX_N:
+        return _mwu_permutation_p(a, b, alternative)
+    res = sps.mannwhitneyu(a, b, alternative=alternative, method="asymptotic")
     return float(res.statistic), min(float(res.pvalue), 1.0)
 
 

@@ -203,13 +203,15 @@ def plot_band(
 
 
 def _interval_row(ax: Axes, y: float, iv: Interval, style: Style) -> None:
-    """A thick bar over ``[low, high]`` and a dot at the point (visible if low == high).
+    """A thick bar over ``[low, high]`` and a dot at the point (visible if low == high, with a
+    tick in the variant's colour so a zero-width interval still shows whose it is).
 
     Without an interval (NaN bounds) only the point is drawn, as a larger dot in the variant's
     colour.
     """
     if np.isfinite(iv.low) and np.isfinite(iv.high):
         ax.hlines(y, iv.low, iv.high, color=style.color, linewidth=10, alpha=0.7)
+        ax.plot([iv.point], [y], marker="|", color=style.color, markersize=14, mew=3)
         ax.plot([iv.point], [y], marker="o", color="black", markersize=4)
     else:
         ax.plot([iv.point], [y], marker=style.marker, color=style.color, markersize=9,

@@ -96,7 +96,9 @@ def test_task_and_suite_curves(results_dir: Path) -> None:
     ]  # fmt: skip
 
 
-def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: Path) -> None:
+def test_report_writes_tables_figures_and_captions(tmp_path: Path) -> None:
+    # 5 seeds: enough runs for bootstrap intervals (stats.MIN_BOOTSTRAP_N)
+    results_dir = write_synthetic_results(tmp_path / "smoke", seeds=range(5))
     out = tmp_path / "report"
     path = write_report(results_dir, out, baseline="qmix", seed=3, reps=500)
     text = path.read_text()
@@ -107,17 +109,45 @@ def test_report_writes_tables_figures_and_captions(results_dir: Path, tmp_path: 
         assert f"figures/{stem}.png" in text
     assert not (out / "figures" / "alma_allocation.png").exists()  # no alloc/ metrics
     for name in ("aggregate", "per_task"):
-        for ext in ("md", "tex", "csv"):
+        for ext in ("md", "tex", "csv", "caption.txt"):
             assert (out / "tables" / f"{name}.{ext}").exists()
     agg_md = (out / "tables" / "aggregate.md").read_text()
-    assert "n = 3 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
+    assert "n = 5 seeds per variant" in agg_md and "stratified percentile bootstrap" in agg_md
     assert "500 reps, seed 3" in agg_md and "**" in agg_md  # best in bold
     assert "Student-t" in (out / "tables" / "per_task.md").read_text()
     tex = (out / "tables" / "aggregate.tex").read_text()
-    assert r"\textbf{" in tex and r"\caption{" in tex and "n = 3 seeds" in tex
-    csv_lines = (out / "tables" / "per_task.csv").read_text().splitlines()
-    assert csv_lines[0] == "Variant,mpe/spread-v0,mpe/tag-v0" and len(csv_lines) == 3
+    assert r"\textbf{" in tex and r"\caption{" in tex and "n = 5 seeds" in tex
+    _check_numeric_csvs(out / "tables", n=5)
     assert not list(out.rglob("*.tmp"))
+
+
+def _check_numeric_csvs(table_dir: Path, n: int) -> None:
+    """Every CSV parses; its numeric columns are floats; a caption sidecar names n and method."""
+    import csv
+
+    with open(table_dir / "per_task.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["variant", "task", "status", "n", "mean", "lo", "hi",
+                             "welch_p_holm", "mwu_p_holm"]  # fmt: skip
+    assert len(rows) == 4  # 2 variants x 2 tasks, long format
+    for row in rows:
+        assert row["status"] == "ok" and float(row["n"]) == n
+        mean, lo, hi = (float(row[k]) for k in ("mean", "lo", "hi"))
+        assert lo <= mean <= hi
+    kalei = [r for r in rows if r["variant"] == "kalei-qmix"]
+    assert all(0 <= float(r["welch_p_holm"]) <= 1 for r in kalei)
+    assert all(r["welch_p_holm"] == "nan" for r in rows if r["variant"] == "qmix")
+    with open(table_dir / "aggregate.csv", newline="", encoding="utf-8") as handle:
+        agg = list(csv.DictReader(handle))
+    assert [r["variant"] for r in agg] == ["qmix", "kalei-qmix"]
+    for row in agg:
+        numbers = {k: float(v) for k, v in row.items() if k != "variant"}  # all parse
+        assert numbers["n"] == n and numbers["iqm_lo"] <= numbers["iqm"] <= numbers["iqm_hi"]
+    assert "poi" in agg[1] and agg[0]["poi"] == "nan"  # the baseline has no POI against itself
+    for name in ("per_task", "aggregate"):
+        caption = (table_dir / f"{name}.caption.txt").read_text()
+        assert f"n = {n}" in caption and "CSV columns:" in caption
+    assert "Student-t" in (table_dir / "per_task.caption.txt").read_text()
 
 
 def test_report_rerun_overwrites(results_dir: Path, tmp_path: Path) -> None:
@@ -171,3 +201,63 @@ def test_report_without_suite_json_skips_aggregates(results_dir: Path, tmp_path:
     text = write_report(results_dir, tmp_path / "r", reps=100, figures=False).read_text()
     assert "Aggregates skipped" in text and "per_task" in text
     assert not (tmp_path / "r" / "tables" / "aggregate.md").exists()
+
+
+def test_per_agent_scores_are_normalised_with_per_agent_bounds(results_dir: Path) -> None:
+    results = scores.load_results(results_dir)
+    team = scores.score_matrices(results, "final", normalised=True)
+    per_agent = scores.score_matrices(results, "final_per_agent", normalised=True)
+    # per-agent return = team / 3 and bounds / 3: the same normalised score
+    for v in team:
+        np.testing.assert_allclose(per_agent[v], team[v], rtol=1e-12)
+    raw = scores.score_matrices(results, "final_per_agent", normalised=False)
+    assert raw["qmix"][0, 0] == pytest.approx(
+        scores.score_matrices(results, "final", normalised=False)["qmix"][0, 0] / 3
+    )
+    cell = scores.cell_scores(results, "qmix", "mpe/spread-v0", "absolute_per_agent", True)
+    team_cell = scores.cell_scores(results, "qmix", "mpe/spread-v0", "absolute", True)
+    np.testing.assert_allclose(cell, team_cell, rtol=1e-12)
+
+
+def test_per_agent_normalisation_without_n_agents_raises(results_dir: Path) -> None:
+    final_path = _run_dir(results_dir, "qmix", "mpe/tag-v0", 1) / "final.json"
+    final = json.loads(final_path.read_text())
+    del final["n_agents"]
+    final_path.write_text(json.dumps(final))
+    results = scores.load_results(results_dir)
+    with pytest.raises(ValueError, match="n_agents"):
+        scores.score_matrices(results, "final_per_agent", normalised=True)
+    scores.score_matrices(results, "final", normalised=True)  # team scores need no n_agents
+
+
+def test_report_modules_import_one_way() -> None:
+    """report imports report_render; report_render never imports report (no import cycle)."""
+    import ast
+
+    import kaleibench.analysis.report_render as render
+
+    tree = ast.parse(Path(render.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "kaleibench.analysis.report" not in imported
+    from kaleibench.analysis import report
+
+    assert report.Analysis is render.Analysis
+
+
+def test_task_caption_counts_only_testable_comparisons(results_dir: Path, tmp_path: Path) -> None:
+    # tag: every seed of both variants scores the same value -> Welch untestable there
+    for variant, value in (("qmix", 10.0), ("kalei-qmix", 40.0)):
+        for seed in (0, 1, 2):
+            path = _run_dir(results_dir, variant, "mpe/tag-v0", seed) / "final.json"
+            final = json.loads(path.read_text())
+            path.write_text(json.dumps({**final, "final_return": value}))
+    out = tmp_path / "r"
+    write_report(results_dir, out, reps=100, figures=False)
+    md = (out / "tables" / "per_task.md").read_text()
+    caption = md.splitlines()[0]
+    assert "over 1 Welch and 2 Mann-Whitney comparisons" in caption
+    assert "1 comparison(s) could not be tested" in caption
+    tag_row = next(line for line in md.splitlines() if line.startswith("| kalei-qmix"))
+    tag_cell = tag_row.split("|")[3]
+    assert "\\*" not in tag_cell  # no Welch mark from p = 0 on zero variance

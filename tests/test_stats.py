@@ -163,6 +163,115 @@ def test_profile_agrees_with_rliable() -> None:
     np.testing.assert_allclose(ours.high, ci["a"][1], atol=0.05)
 
 
+# ------------------------------------------- tight agreement with a stored rliable result
+def _fixture_scores() -> dict[str, np.ndarray]:
+    """3 variants x 10 runs x 5 tasks; task means differ, so stratification matters."""
+    rng = np.random.default_rng(20211130)
+    offsets = np.array([0.0, 0.3, 0.6, 0.9, 1.2])
+    return {
+        name: offsets + 0.1 * k + rng.normal(0.0, 0.25, size=(10, 5))
+        for k, name in enumerate(("a", "b", "c"))
+    }
+
+
+# rliable 1.2.0 on _fixture_scores(): np.random.seed(0), then
+# library.get_interval_estimates(scores, f, reps=50_000) with f = [aggregate_iqm,
+# aggregate_mean, aggregate_median, aggregate_optimality_gap] (44 s of CPU, so stored here);
+# then np.random.seed(0) and probability_of_improvement on (b, a), 50_000 reps (400 s).
+_RLIABLE_50K = {
+    "a": {  # iqm, mean, median, optimality gap
+        "point": [0.601044, 0.616444, 0.495571, 0.444152],
+        "low": [0.520400, 0.554662, 0.406978, 0.393335],
+        "high": [0.679146, 0.677203, 0.587906, 0.495873],
+    },
+    "b": {  # iqm, mean, median, optimality gap
+        "point": [0.645135, 0.647204, 0.579585, 0.433603],
+        "low": [0.583749, 0.582875, 0.503949, 0.386505],
+        "high": [0.702998, 0.713033, 0.648986, 0.479920],
+    },
+    "c": {  # iqm, mean, median, optimality gap
+        "point": [0.805492, 0.784882, 0.911403, 0.325653],
+        "low": [0.725436, 0.727521, 0.775785, 0.276361],
+        "high": [0.882092, 0.843279, 1.013819, 0.373947],
+    },
+}
+_RLIABLE_POI_B_A_50K = (0.542, 0.426, 0.658)
+
+# Monte Carlo SD of an endpoint at 50k reps, measured over 8 kaleibench seeds on this data:
+# 0.0002-0.0006 (0.001 for the widest, c's median); rliable's is the same. 0.003 is about five
+# combined SDs for the typical endpoint. Not stratifying by task moves endpoints by 0.01-0.19.
+_TIGHT = 0.003
+
+
+def _endpoint_deviations(lows_highs: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Differences of (low, high) per variant and metric from the stored rliable intervals."""
+    return np.concatenate([
+        np.concatenate([low - _RLIABLE_50K[v]["low"], high - _RLIABLE_50K[v]["high"]])
+        for v, (low, high) in lows_highs.items()
+    ])  # fmt: skip
+
+
+def _unstratified_intervals(scores: np.ndarray, pooled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile CIs of the 4 metrics from a bootstrap that ignores the task strata.
+
+    ``pooled``: draw all ``n * T`` run-task scores from the pooled set; otherwise draw whole
+    runs (rows), the same run index for every task.
+    """
+    rng, reps = np.random.default_rng(0), 50_000
+    n, n_tasks = scores.shape
+    if pooled:
+        flat = scores.ravel()
+        res = flat[rng.integers(flat.size, size=(reps, flat.size))].reshape(reps, n, n_tasks)
+    else:
+        res = scores[rng.integers(n, size=(reps, n))]  # (R, n, T)
+    ordered = np.sort(res.reshape(reps, -1), axis=1)
+    cut = scores.size // 4
+    task_means = res.mean(axis=1)
+    values = np.stack([
+        ordered[:, cut : scores.size - cut].mean(axis=1),
+        task_means.mean(axis=1),
+        np.median(task_means, axis=1),
+        1.0 - np.minimum(res, 1.0).mean(axis=(1, 2)),
+    ], axis=1)  # fmt: skip
+    low, high = np.percentile(values, [2.5, 97.5], axis=0)
+    return low, high
+
+
+def test_agrees_with_stored_rliable_at_50k_reps() -> None:
+    data = _fixture_scores()
+    ours = stats.aggregate_intervals(data, seed=0, reps=50_000)
+    for v in data:
+        points = [ours[v][m].point for m in stats.METRICS]
+        np.testing.assert_allclose(points, _RLIABLE_50K[v]["point"], atol=1e-6)
+    lows_highs = {
+        v: (
+            np.array([ours[v][m].low for m in stats.METRICS]),
+            np.array([ours[v][m].high for m in stats.METRICS]),
+        )
+        for v in data
+    }
+    dev = _endpoint_deviations(lows_highs)
+    assert np.abs(dev).max() < _TIGHT, np.round(dev, 4)
+
+
+def test_unstratified_bootstraps_would_fail_the_tight_agreement() -> None:
+    """The 50k-rep agreement test has power: ignoring the task strata breaks it."""
+    data = _fixture_scores()
+    for pooled in (True, False):
+        dev = _endpoint_deviations({v: _unstratified_intervals(s, pooled) for v, s in data.items()})
+        assert np.abs(dev).max() > 3 * _TIGHT, (pooled, np.round(dev, 4))
+
+
+def test_poi_agrees_with_stored_rliable_at_50k_reps() -> None:
+    data = _fixture_scores()
+    ours = stats.poi_interval(data["b"], data["a"], np.random.default_rng(0), reps=50_000)
+    point, low, high = _RLIABLE_POI_B_A_50K
+    assert ours.point == pytest.approx(point, abs=1e-9)
+    # values lie on a 1/500 grid; the Monte Carlo SD of an endpoint is below one grid step
+    assert ours.low == pytest.approx(low, abs=_TIGHT)
+    assert ours.high == pytest.approx(high, abs=_TIGHT)
+
+
 # ------------------------------------------------------------------------ significance
 def test_t_interval_matches_scipy() -> None:
     x = np.array([1.0, 2.5, 2.0, 4.0])
@@ -213,3 +322,98 @@ def test_pairwise_tests_are_holm_corrected_over_family() -> None:
     raw = [t.welch_p for t in tests]
     np.testing.assert_allclose([t.welch_p_holm for t in tests], sig.holm_bonferroni(raw))
     assert all(t.mean_diff > 0 for t in tests)
+
+
+def _hand_permutation_p(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(less, greater, two-sided) p of U by enumerating every split of the pooled values."""
+    from itertools import combinations
+
+    pooled = np.array(a + b, dtype=float)
+    u_obs = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    us = []
+    for idx in combinations(range(pooled.size), len(a)):
+        xa = pooled[list(idx)]
+        xb = np.delete(pooled, list(idx))
+        us.append(sum((x > y) + 0.5 * (x == y) for x in xa for y in xb))
+    us_arr, centre = np.array(us), len(a) * len(b) / 2
+    less, greater = np.mean(us_arr <= u_obs + 1e-9), np.mean(us_arr >= u_obs - 1e-9)
+    two = np.mean(np.abs(us_arr - centre) >= abs(u_obs - centre) - 1e-9)
+    return float(less), float(greater), float(two)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "two_sided"),
+    [
+        ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 0.1),  # 2 of the C(6, 3) = 20 splits are as extreme
+        ([1.0, 2.0, 3.0, 3.0, 3.0], [3.0, 3.0, 4.0, 5.0, 6.0], 20 / 252),  # ~0.079
+        ([1.0, 1.0], [2.0, 2.0], 1 / 3),
+        ([0.0, 0.0, 1.0], [1.0, 1.0, 2.0], 0.3),  # scipy's "exact" (ties ignored) says 0.2
+    ],
+)
+def test_mann_whitney_with_ties_is_exact(a: list[float], b: list[float], two_sided: float) -> None:
+    less, greater, two = _hand_permutation_p(a, b)
+    assert two == pytest.approx(two_sided)
+    assert sig.mann_whitney_test(np.array(a), np.array(b))[1] == pytest.approx(two_sided)
+    assert sig.mann_whitney_test(np.array(a), np.array(b), "less")[1] == pytest.approx(less)
+    assert sig.mann_whitney_test(np.array(a), np.array(b), "greater")[1] == pytest.approx(greater)
+
+
+def test_mann_whitney_one_sided_known_answer() -> None:
+    a, b = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
+    assert sig.mann_whitney_test(a, b, "less")[1] == pytest.approx(0.05)  # 1 of 20 splits
+    assert sig.mann_whitney_test(a, b, "greater")[1] == pytest.approx(1.0)
+    assert sig.mann_whitney_test(a, b)[0] == 0.0
+
+
+def test_mann_whitney_without_ties_equals_permutation() -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=6), rng.normal(0.8, 1.0, size=7)
+    _, _, two = _hand_permutation_p(a.tolist(), b.tolist())
+    assert sig.mann_whitney_test(a, b)[1] == pytest.approx(two)
+
+
+def test_welch_with_zero_variance_on_both_sides_is_untestable() -> None:
+    a, b = np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0])
+    t, p = sig.welch_test(a, b)
+    assert math.isnan(t) and math.isnan(p)
+    # one side with spread is still a valid test
+    assert math.isfinite(sig.welch_test(a, np.array([2.0, 3.0, 2.0]))[1])
+    cells = {
+        ("x", "t1"): b,
+        ("base", "t1"): a,
+        ("x", "t2"): np.array([1.0, 2.0, 3.0]),
+        ("base", "t2"): np.array([2.0, 4.0, 5.0]),
+    }
+    tests = sig.pairwise_tests(cells, [("x", "base")], ["t1", "t2"])
+    assert math.isnan(tests[0].welch_p_holm)
+    # the untestable cell does not enter the Holm family: m = 1 for Welch, 2 for Mann-Whitney
+    assert tests[1].welch_p_holm == pytest.approx(tests[1].welch_p)
+    assert sig.n_testable(tests) == (1, 2)
+
+
+def test_mann_whitney_equals_scipy_full_permutation() -> None:
+    """The counted permutation distribution gives scipy's enumerated p-values, ties included."""
+    rng = np.random.default_rng(12)
+    method = sps.PermutationMethod(n_resamples=np.inf)
+    for _ in range(25):
+        n_a, n_b = rng.integers(2, 7, size=2)
+        a = rng.integers(0, 4, size=n_a).astype(float)  # few distinct values: many ties
+        b = rng.integers(0, 4, size=n_b).astype(float) + rng.integers(0, 2)
+        for alternative in ("two-sided", "less", "greater"):
+            ref = sps.mannwhitneyu(a, b, alternative=alternative, method=method)
+            u, p = sig.mann_whitney_test(a, b, alternative)
+            assert u == pytest.approx(float(ref.statistic)), (a, b)
+            assert p == pytest.approx(float(ref.pvalue), abs=1e-12), (a, b, alternative)
+
+
+def test_mann_whitney_large_samples_use_the_normal_approximation() -> None:
+    rng = np.random.default_rng(13)
+    a, b = np.round(rng.normal(size=12)), np.round(rng.normal(0.5, 1.0, size=12))
+    ref = sps.mannwhitneyu(a, b, method="asymptotic")
+    assert sig.mann_whitney_test(a, b) == pytest.approx((ref.statistic, ref.pvalue))
+    # the exact path is fast even at the largest size it covers (C(20, 10) splits)
+    import time
+
+    start = time.perf_counter()
+    sig.mann_whitney_test(a[:10], b[:10])
+    assert time.perf_counter() - start < 1.0

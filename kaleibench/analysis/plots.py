@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kaleibench.analysis._io import atomic_write_bytes
 from kaleibench.analysis.curves import Curve
 from kaleibench.analysis.stats import Interval, Profile, probability_of_improvement
-from kaleibench.analysis.tables import METRIC_LABELS
+from kaleibench.analysis.tables import LOWER_IS_BETTER, METRIC_LABELS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,12 +36,69 @@ def new_figure(n_cols: int = 1, n_rows: int = 1, size: tuple[float, float] = (4.
     return fig
 
 
-def palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """Colour-blind-safe colour per name, stable for a given order."""
+LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
+"""Line styles cycled over variants; solid lines are drawn lowest so dashes on top stay visible."""
+
+MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+"""Marker shapes cycled over variants."""
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one variant is drawn in every figure."""
+
+    color: tuple[float, float, float]
+    linestyle: str
+    marker: str
+    filled: bool
+    zorder: float
+
+    def line_kwargs(self, markers: bool = True) -> dict[str, Any]:
+        """Keyword arguments of ``Axes.plot`` for this style."""
+        kwargs: dict[str, Any] = {
+            "color": self.color, "linestyle": self.linestyle, "zorder": self.zorder,
+        }  # fmt: skip
+        if markers:
+            kwargs.update(marker=self.marker, ms=4 if self.filled else 5,
+                          fillstyle="full" if self.filled else "none")  # fmt: skip
+        return kwargs
+
+
+def variant_styles(names: Sequence[str]) -> dict[str, Style]:
+    """One fixed style per variant, assigned in *sorted* name order.
+
+    Colour (colour-blind-safe palette), line style and marker depend only on a name's rank
+    among ``names`` sorted, never on plotting order; a report builds this once from the suite's
+    variant list and passes it to every figure, so a variant keeps its colour in all of them.
+    Neighbours in the order differ in line style, marker shape and marker fill, so two
+    variants with identical curves remain distinguishable (dashes on top of a solid line).
+    """
     import seaborn as sns
 
-    colors = sns.color_palette("colorblind", n_colors=max(len(names), 1))
-    return {n: tuple(c) for n, c in zip(names, colors, strict=False)}
+    ordered = sorted(set(names))
+    colors = sns.color_palette("colorblind", n_colors=10)
+    styles = {}
+    for i, name in enumerate(ordered):
+        k = i % len(LINESTYLES)
+        styles[name] = Style(
+            color=tuple(colors[i % len(colors)]),  # type: ignore[arg-type]
+            linestyle=LINESTYLES[k],
+            marker=MARKERS[i % len(MARKERS)],
+            filled=i % 2 == 0,
+            zorder=2.0 + 0.1 * k,
+        )
+    return styles
+
+
+def palette(names: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """Colour per name from :func:`variant_styles` (independent of the order of ``names``)."""
+    return {n: st.color for n, st in variant_styles(names).items()}
+
+
+def _styles(names: Sequence[str], styles: dict[str, Style] | None) -> dict[str, Style]:
+    if styles is not None and all(n in styles for n in names):
+        return styles
+    return variant_styles(names)
 
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -61,21 +119,65 @@ def _axes(ax: Axes | None) -> Axes:
     return ax if ax is not None else new_figure().axes[0]
 
 
+MIN_BAND_SEEDS = 3
+"""Fewest seeds for a t-band on a learning curve; with fewer, each seed is drawn as a line.
+
+With 2 seeds the 95% t-interval is the mean ± 12.7 × SE (1 dof): it says nothing the two seed
+lines do not show better, and it spans far outside the values a task can produce.
+"""
+
+
+def observed_range(curves: dict[str, Curve]) -> tuple[float, float]:
+    """``(min, max)`` of every finite value of ``curves`` (NaN, NaN when there is none)."""
+    values = [c.values[np.isfinite(c.values)] for c in curves.values()]
+    flat = np.concatenate(values) if values else np.empty(0)
+    if flat.size == 0:
+        return float("nan"), float("nan")
+    return float(flat.min()), float(flat.max())
+
+
 def plot_curves(
-    curves: dict[str, Curve], title: str = "", ylabel: str = "return", ax: Axes | None = None
+    curves: dict[str, Curve],
+    title: str = "",
+    ylabel: str = "return",
+    ax: Axes | None = None,
+    styles: dict[str, Style] | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> Axes:
-    """Mean over seeds with a shaded t-interval band, one line per variant."""
+    """Mean over seeds per variant, with a t-interval band clipped to a feasible range.
+
+    Args:
+        curves: ``{variant: Curve}``.
+        title: Panel title.
+        ylabel: Y axis label.
+        ax: Axes to draw on (a new figure's when None).
+        styles: Fixed per-variant styles (:func:`variant_styles`); built from the names if None.
+        clip: ``(low, high)`` the metric can take; bands are clipped to it. Default: the range
+            observed in ``curves`` (all variants and seeds), since a mean over seeds cannot leave
+            it and a band beyond it only shows the t quantile, not the data.
+
+    With fewer than :data:`MIN_BAND_SEEDS` seeds a variant gets thin per-seed lines and no band.
+    """
     ax = _axes(ax)
-    colors = palette(list(curves))
+    styles = _styles(list(curves), styles)
+    low_clip, high_clip = clip if clip is not None else observed_range(curves)
     for variant, curve in curves.items():
+        style = styles[variant]
         mean, low, high = curve.summary()  # (P,) each
-        marker = "o" if curve.steps.size <= 30 else None  # single evals stay visible
+        markers = curve.steps.size <= 30  # single evals stay visible
         label = f"{variant} (n={len(curve.seeds)})"
-        ax.plot(curve.steps, mean, color=colors[variant], label=label, marker=marker, ms=3)
-        ax.fill_between(curve.steps, low, high, color=colors[variant], alpha=0.2, linewidth=0)
+        ax.plot(curve.steps, mean, label=label, **style.line_kwargs(markers))
+        if len(curve.seeds) < MIN_BAND_SEEDS:
+            for row in curve.values:
+                ax.plot(curve.steps, row, color=style.color, linestyle=style.linestyle,
+                        linewidth=0.7, alpha=0.45, zorder=style.zorder - 0.5)  # fmt: skip
+            continue
+        if np.isfinite(low_clip) and np.isfinite(high_clip):
+            low, high = np.clip(low, low_clip, high_clip), np.clip(high, low_clip, high_clip)
+        ax.fill_between(curve.steps, low, high, color=style.color, alpha=0.15, linewidth=0)
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", framealpha=0.6)
     return ax
 
 
@@ -84,48 +186,71 @@ def plot_band(
     title: str = "",
     ylabel: str = "IQM normalised return",
     ax: Axes | None = None,
+    styles: dict[str, Style] | None = None,
 ) -> Axes:
-    """Lines with bands from ``{variant: (steps (P,), (3, P) point/low/high)}``."""
+    """Lines with bands from ``{variant: (steps (P,), (3, P) point/low/high)}``; NaN: no band."""
     ax = _axes(ax)
-    colors = palette(list(bands))
+    styles = _styles(list(bands), styles)
     for variant, (steps, est) in bands.items():
-        ax.plot(steps, est[0], color=colors[variant], label=variant)
-        ax.fill_between(steps, est[1], est[2], color=colors[variant], alpha=0.2, linewidth=0)
+        style = styles[variant]
+        ax.plot(steps, est[0], label=variant, **style.line_kwargs(steps.size <= 30))
+        if np.isfinite(est[1:]).any():
+            ax.fill_between(steps, est[1], est[2], color=style.color, alpha=0.15, linewidth=0)
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", framealpha=0.6)
     return ax
 
 
-def _interval_row(ax: Axes, y: float, iv: Interval, color: tuple[float, float, float]) -> None:
-    """A thick bar over ``[low, high]`` and a black dot at the point (visible if low == high)."""
-    ax.hlines(y, iv.low, iv.high, color=color, linewidth=10, alpha=0.7)
-    ax.plot([iv.point], [y], marker="o", color="black", markersize=4)
+def _interval_row(ax: Axes, y: float, iv: Interval, style: Style) -> None:
+    """A thick bar over ``[low, high]`` and a dot at the point (visible if low == high, with a
+    tick in the variant's colour so a zero-width interval still shows whose it is).
+
+    Without an interval (NaN bounds) only the point is drawn, as a larger dot in the variant's
+    colour.
+    """
+    if np.isfinite(iv.low) and np.isfinite(iv.high):
+        ax.hlines(y, iv.low, iv.high, color=style.color, linewidth=10, alpha=0.7)
+        ax.plot([iv.point], [y], marker="|", color=style.color, markersize=14, mew=3)
+        ax.plot([iv.point], [y], marker="o", color="black", markersize=4)
+    else:
+        ax.plot([iv.point], [y], marker=style.marker, color=style.color, markersize=9,
+                markeredgecolor="black")  # fmt: skip
 
 
 def plot_intervals(
-    intervals: dict[str, dict[str, Interval]], metric: str, ax: Axes | None = None
+    intervals: dict[str, dict[str, Interval]],
+    metric: str,
+    ax: Axes | None = None,
+    styles: dict[str, Style] | None = None,
 ) -> Axes:
-    """Horizontal interval plot of one aggregate metric: a bar per variant, tick at the point."""
+    """Horizontal interval plot of one aggregate metric: a bar per variant, dot at the point."""
     ax = _axes(ax)
     variants = list(intervals)
-    colors = palette(variants)
+    styles = _styles(variants, styles)
     for y, v in enumerate(variants):
-        iv = intervals[v][metric]
-        _interval_row(ax, y, iv, colors[v])
+        _interval_row(ax, y, intervals[v][metric], styles[v])
     ax.set_yticks(range(len(variants)), variants)
-    ax.set(title=METRIC_LABELS.get(metric, metric), xlabel="normalised score")
+    title = METRIC_LABELS.get(metric, metric)
+    if metric in LOWER_IS_BETTER:
+        title += "\n(lower is better)"
+    ax.set(title=title, xlabel="normalised score")
     ax.invert_yaxis()
     return ax
 
 
-def plot_profiles(profiles: dict[str, Profile], ax: Axes | None = None) -> Axes:
-    """Performance profiles ``P(score > tau)`` with pointwise bootstrap bands."""
+def plot_profiles(
+    profiles: dict[str, Profile], ax: Axes | None = None, styles: dict[str, Style] | None = None
+) -> Axes:
+    """Performance profiles ``P(score > tau)`` with pointwise bootstrap bands (if not NaN)."""
     ax = _axes(ax)
-    colors = palette(list(profiles))
+    styles = _styles(list(profiles), styles)
     for v, prof in profiles.items():
-        ax.plot(prof.taus, prof.point, color=colors[v], label=v)
-        ax.fill_between(prof.taus, prof.low, prof.high, color=colors[v], alpha=0.2, linewidth=0)
+        style = styles[v]
+        ax.plot(prof.taus, prof.point, label=v, markevery=10, **style.line_kwargs())
+        if np.isfinite(prof.low).any():
+            ax.fill_between(prof.taus, prof.low, prof.high, color=style.color, alpha=0.15,
+                            linewidth=0)  # fmt: skip
     ax.set(xlabel=r"normalised score $\tau$", ylabel=r"fraction of runs with score $> \tau$")
     ax.set_ylim(-0.02, 1.02)
     if ax.get_legend_handles_labels()[0]:
@@ -133,8 +258,17 @@ def plot_profiles(profiles: dict[str, Profile], ax: Axes | None = None) -> Axes:
     return ax
 
 
+def _short(name: str, limit: int = 16) -> str:
+    """``name`` cut to ``limit`` characters with an ellipsis (tick labels)."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
 def plot_poi_matrix(score_dict: dict[str, np.ndarray], ax: Axes | None = None) -> Axes:
-    """Heatmap of ``P(row > column)`` point estimates for every pair of variants."""
+    """Heatmap of ``P(row > column)`` point estimates for every pair of variants.
+
+    Labels stay readable: y labels horizontal, x labels at 45°, names over 16 characters cut,
+    and label and annotation sizes shrink with the number of variants.
+    """
     import seaborn as sns
 
     ax = _axes(ax)
@@ -144,22 +278,34 @@ def plot_poi_matrix(score_dict: dict[str, np.ndarray], ax: Axes | None = None) -
         for j, b in enumerate(names):
             if i != j:
                 mat[i, j] = probability_of_improvement(score_dict[a], score_dict[b])
+    size = float(np.clip(48 / max(len(names), 1), 5, 9))
+    labels = [_short(n) for n in names]
     sns.heatmap(
         mat, ax=ax, vmin=0, vmax=1, center=0.5, cmap="vlag", annot=True, fmt=".2f",
-        xticklabels=names, yticklabels=names, cbar_kws={"label": "P(row > column)"},
+        annot_kws={"size": size}, xticklabels=labels, yticklabels=labels,
+        cbar_kws={"label": "P(row > column)"}, square=True,
     )  # fmt: skip
-    ax.set(xlabel="Y", ylabel="X")
+    ax.tick_params(axis="y", labelrotation=0, labelsize=size)
+    ax.tick_params(axis="x", labelrotation=45, labelsize=size)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+        label.set_rotation_mode("anchor")
+    ax.set(xlabel="Y (column)", ylabel="X (row)")
     return ax
 
 
-def plot_poi_intervals(poi: dict[str, Interval], baseline: str, ax: Axes | None = None) -> Axes:
-    """``P(X > baseline)`` per variant with its bootstrap interval; 0.5 marked."""
+def plot_poi_intervals(
+    poi: dict[str, Interval],
+    baseline: str,
+    ax: Axes | None = None,
+    styles: dict[str, Style] | None = None,
+) -> Axes:
+    """``P(X > baseline)`` per variant with its bootstrap interval (if any); 0.5 marked."""
     ax = _axes(ax)
     variants = list(poi)
-    colors = palette(variants)
+    styles = _styles(variants, styles)
     for y, v in enumerate(variants):
-        iv = poi[v]
-        _interval_row(ax, y, iv, colors[v])
+        _interval_row(ax, y, poi[v], styles[v])
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(variants)), variants)
     ax.set(

@@ -8,19 +8,21 @@ Output layout under ``out_dir`` (default ``<results_dir>/report``)::
 
 Every file is rewritten atomically on each call (never appended). Aggregates use normalised
 scores and need the suite's bounds; per-task tables use raw team returns.
+
+This module computes (:func:`analyse`) and delegates the writing to
+:mod:`kaleibench.analysis.report_render`, which never imports it back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kaleibench.analysis import significance as sig
 from kaleibench.analysis import stats
+from kaleibench.analysis.report_render import Analysis, render_report
 from kaleibench.analysis.scores import (
-    Completeness,
     Results,
     aggregate_view,
     cell_scores,
@@ -28,58 +30,6 @@ from kaleibench.analysis.scores import (
     require_complete,
     score_matrices,
 )
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Everything the report shows, computed once by :func:`analyse`."""
-
-    results: Results
-    completeness: Completeness
-    baseline: str
-    kind: str
-    seed: int
-    reps: int
-    confidence: float
-    alpha: float
-    agg_scores: dict[str, np.ndarray]
-    agg_tasks: list[str]
-    intervals: dict[str, dict[str, stats.Interval]]
-    poi: dict[str, stats.Interval]
-    profiles: dict[str, stats.Profile]
-    task_cells: dict[tuple[str, str], stats.Interval | None]
-    tests: list[sig.PairTest]
-
-    @property
-    def variants(self) -> list[str]:
-        """Variants of the suite, in suite order."""
-        return list(self.results.suite.variants)
-
-    @property
-    def has_aggregates(self) -> bool:
-        """Whether across-task aggregates could be computed."""
-        return bool(self.intervals)
-
-    def seeds_phrase(self, counts: dict[str, int] | None = None) -> str:
-        """``"n = 3 seeds per variant"``, or the count per variant when they differ."""
-        counts = counts or {v: s.shape[0] for v, s in self.agg_scores.items()}
-        if not counts:
-            counts = {v: len(self.results.suite.seeds) for v in self.variants}
-        if len(set(counts.values())) == 1:
-            return f"n = {next(iter(counts.values()))} seeds per variant"
-        return "n seeds per variant: " + ", ".join(f"{v} {n}" for v, n in counts.items())
-
-    def cell_counts(self) -> dict[tuple[str, str], int]:
-        """Completed seeds of every applicable (variant, task) cell."""
-        return {
-            (v, t): cell_scores(self.results, v, t, self.kind).size
-            for (v, t), iv in self.task_cells.items()
-            if iv is not None
-        }
-
-    def bootstrap_phrase(self, reps: int | None = None) -> str:
-        """CI method, reps and seed, for captions."""
-        return f"{stats.CI_METHOD} CI ({reps or self.reps} reps, seed {self.seed})"
 
 
 def _task_cells(
@@ -128,11 +78,14 @@ def analyse(
         matrices = score_matrices(results, kind, normalised=True)
         agg_scores, agg_tasks = aggregate_view(matrices, results.suite.task_ids)
         if agg_tasks and all(s.shape[0] > 0 for s in agg_scores.values()):
-            intervals = stats.aggregate_intervals(agg_scores, seed, reps, confidence)
-            poi = stats.poi_against(agg_scores, baseline, seed, reps, confidence)
+            # below stats.MIN_BOOTSTRAP_N runs the percentile bootstrap under-covers badly:
+            # t-intervals where they exist, point estimates otherwise, no profile bands
+            intervals = stats.report_aggregate_intervals(agg_scores, seed, reps, confidence)
+            poi = stats.report_poi_against(agg_scores, baseline, seed, reps, confidence)
             profiles = stats.performance_profiles(
-                agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence
-            )
+                agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence,
+                bands=stats.bootstrap_applies(agg_scores),
+            )  # fmt: skip
     return Analysis(
         results, completeness, baseline, kind, seed, reps, confidence, alpha,
         agg_scores, agg_tasks, intervals, poi, profiles, task_cells, tests,
@@ -173,8 +126,6 @@ def write_report(
     Raises:
         IncompleteResultsError: If cells are missing and ``allow_incomplete`` is False.
     """
-    from kaleibench.analysis.report_render import render_report
-
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "report"
     analysis = analyse(results_dir, baseline, seed, reps, allow_incomplete, kind)

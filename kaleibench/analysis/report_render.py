@@ -1,11 +1,18 @@
-"""Render an :class:`~kaleibench.analysis.report.Analysis` to tables, figures and report.md."""
+"""Render an :class:`Analysis` (computed by ``report.analyse``) to tables, figures and report.md.
+
+The dependency is one way: ``report`` imports this module, this module does not import
+``report``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from kaleibench.analysis import plots, tables
+import numpy as np
+
+from kaleibench.analysis import plots, stats, tables
+from kaleibench.analysis import significance as sig
 from kaleibench.analysis._io import atomic_write_text
 from kaleibench.analysis.curves import (
     ALMA_PREFIXES,
@@ -15,8 +22,86 @@ from kaleibench.analysis.curves import (
     metric_keys,
     suite_iqm_curve,
 )
-from kaleibench.analysis.report import Analysis
+from kaleibench.analysis.scores import Completeness, Results, cell_scores
 from kaleibench.analysis.significance import T_CI_METHOD
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report shows, computed once by :func:`analyse`."""
+
+    results: Results
+    completeness: Completeness
+    baseline: str
+    kind: str
+    seed: int
+    reps: int
+    confidence: float
+    alpha: float
+    agg_scores: dict[str, np.ndarray]
+    agg_tasks: list[str]
+    intervals: dict[str, dict[str, stats.Interval]]
+    poi: dict[str, stats.Interval]
+    profiles: dict[str, stats.Profile]
+    task_cells: dict[tuple[str, str], stats.Interval | None]
+    tests: list[sig.PairTest]
+
+    @property
+    def variants(self) -> list[str]:
+        """Variants of the suite, in suite order."""
+        return list(self.results.suite.variants)
+
+    @property
+    def has_aggregates(self) -> bool:
+        """Whether across-task aggregates could be computed."""
+        return bool(self.intervals)
+
+    def seeds_phrase(self, counts: dict[str, int] | None = None) -> str:
+        """``"n = 3 seeds per variant"``, or the count per variant when they differ."""
+        counts = counts or {v: s.shape[0] for v, s in self.agg_scores.items()}
+        if not counts:
+            counts = {v: len(self.results.suite.seeds) for v in self.variants}
+        if len(set(counts.values())) == 1:
+            return f"n = {next(iter(counts.values()))} seeds per variant"
+        return "n seeds per variant: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+
+    def cell_counts(self) -> dict[tuple[str, str], int]:
+        """Completed seeds of every applicable (variant, task) cell."""
+        return {
+            (v, t): cell_scores(self.results, v, t, self.kind).size
+            for (v, t), iv in self.task_cells.items()
+            if iv is not None
+        }
+
+    @property
+    def styles(self) -> dict[str, plots.Style]:
+        """One colour/line style per variant of the suite, the same in every figure."""
+        return plots.variant_styles(self.variants)
+
+    @property
+    def small_n(self) -> bool:
+        """Whether some variant has fewer than ``stats.MIN_BOOTSTRAP_N`` runs in the aggregates.
+
+        Then no percentile-bootstrap interval or POI mark is shown (see the captions).
+        """
+        return self.has_aggregates and not stats.bootstrap_applies(self.agg_scores)
+
+    def min_runs(self) -> int:
+        """Fewest runs of any variant in the aggregates."""
+        return min((s.shape[0] for s in self.agg_scores.values()), default=0)
+
+    def small_n_reason(self) -> str:
+        """Caption sentence explaining why small-n reports show no bootstrap intervals."""
+        return (
+            f"With fewer than {stats.MIN_BOOTSTRAP_N} runs per variant (here n = "
+            f"{self.min_runs()}) a nominal 95% percentile-bootstrap interval covers far less "
+            "than 95% (simulated on one task: about 50% at n = 2, where it is just the range of "
+            "the two runs, and 73% at n = 3), so none is shown"
+        )
+
+    def bootstrap_phrase(self, reps: int | None = None) -> str:
+        """CI method, reps and seed, for captions."""
+        return f"{stats.CI_METHOD} CI ({reps or self.reps} reps, seed {self.seed})"
 
 
 @dataclass(frozen=True)
@@ -29,59 +114,101 @@ class Figure:
 
 def _aggregate_caption(a: Analysis) -> str:
     excluded = [t for t in a.results.suite.task_ids if t not in a.agg_tasks]
-    text = (
-        f"Aggregate normalised {a.kind} score over {len(a.agg_tasks)} task(s); "
-        f"{a.seeds_phrase()}; point estimate and {a.bootstrap_phrase()}. "
-        f"Normalised score = (return - random) / (reference - random) with the suite's fixed "
-        f"bounds. Best per column in bold; {tables.POI_MARK}: the P(X > {a.baseline}) interval "
-        "excludes 0.5."
+    bounds = (
+        "Normalised score = (return - random) / (reference - random) with the suite's fixed "
+        "bounds. Best per column in bold"
     )
+    if a.small_n:
+        text = (
+            f"Aggregate normalised {a.kind} score over {len(a.agg_tasks)} task(s); "
+            f"{a.seeds_phrase()}. {a.small_n_reason()}. Shown instead: a "
+            f"{stats.SMALL_N_METHOD}; so no {tables.POI_MARK} marks. {bounds}."
+        )
+    else:
+        text = (
+            f"Aggregate normalised {a.kind} score over {len(a.agg_tasks)} task(s); "
+            f"{a.seeds_phrase()}; point estimate and {a.bootstrap_phrase()}. {bounds}; "
+            f"{tables.POI_MARK}: the P(X > {a.baseline}) interval excludes 0.5. Percentile "
+            "bootstrap intervals are still somewhat narrow with few runs (simulated coverage "
+            "about 86-91% at n = 5, 90-94% at n = 10)."
+        )
     if excluded:
         text += f" Tasks excluded as N/A for some variant: {', '.join(excluded)}."
     return text
 
 
 def _task_caption(a: Analysis) -> str:
-    n_tests = len(a.tests)
+    n_welch, n_mwu = sig.n_testable(a.tests)
+    untestable = len(a.tests) - min(n_welch, n_mwu)
+    family = (
+        f"over {n_welch} comparisons"
+        if n_welch == n_mwu
+        else f"over {n_welch} Welch and {n_mwu} Mann-Whitney comparisons"
+    )
     sizes = sorted({n for n in a.cell_counts().values()})
     seeds = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
-    return (
+    text = (
         f"Per-task {a.kind} team return: mean over seeds with {T_CI_METHOD} (n - 1 dof, real n "
         f"per cell; no bootstrap, so no reps or seed); {seeds} seeds per cell. Best per task "
         f"in bold; {tables.WELCH_MARK} / {tables.MWU_MARK}: two-sided Welch t / Mann-Whitney U "
-        f"vs {a.baseline}, Holm-Bonferroni-corrected over {n_tests} comparisons, p < {a.alpha}. "
-        "N/A: the variant cannot run on the task."
+        f"vs {a.baseline} (Mann-Whitney p exact, ties included, for up to "
+        f"{sig.MWU_PERMUTATION_MAX_N} seeds in a pair), Holm-Bonferroni-corrected {family}, "
+        f"p < {a.alpha}."
     )
+    if untestable:
+        text += (
+            f" {untestable} comparison(s) could not be tested (fewer than 2 seeds, or no "
+            "variance on either side) and carry no mark."
+        )
+    return text + " N/A: the variant cannot run on the task."
 
 
 def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
     """Write the aggregate and per-task tables (MD/LaTeX/CSV) under ``out/tables``."""
     written = []
     if a.has_aggregates:
-        agg = tables.aggregate_table(a.intervals, a.poi, a.baseline, _aggregate_caption(a))
+        n_runs = {v: m.shape[0] for v, m in a.agg_scores.items()}
+        agg = tables.aggregate_table(
+            a.intervals, a.poi, a.baseline, _aggregate_caption(a), n_runs=n_runs
+        )
         written.append(agg)
     tasks = a.results.suite.task_ids
     per_task = tables.task_table(
-        a.task_cells, a.variants, tasks, a.tests, _task_caption(a), a.alpha
-    )
+        a.task_cells, a.variants, tasks, a.tests, _task_caption(a), a.alpha,
+        counts=a.cell_counts(),
+    )  # fmt: skip
     written.append(per_task)
     for table in written:
         tables.write_table(table, out / "tables")
     return written
 
 
+_BAND_NOTE = (
+    f"with fewer than {plots.MIN_BAND_SEEDS} seeds a variant's seeds are drawn as thin lines "
+    "instead of a band (a 2-seed t-interval is the mean ± 12.7 standard errors)"
+)
+
+
 def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     tasks = a.results.suite.task_ids
+    styles = a.styles
     fig = plots.new_figure(n_cols=len(tasks), size=(4.5, 3.2))
+    ranges = []
     for ax, task in zip(fig.axes, tasks, strict=True):
         curves = {v: c for v in a.variants if (c := cell_curve(a.results, v, task)) is not None}
-        plots.plot_curves(curves, title=task, ylabel="team return", ax=ax)
+        low, high = plots.observed_range(curves)
+        ranges.append(f"{task} [{low:.4g}, {high:.4g}]")
+        plots.plot_curves(curves, title=task, ylabel="team return", ax=ax, styles=styles,
+                          clip=(low, high))  # fmt: skip
     plots.save_figure(fig, fig_dir, "curves_per_task")
     out = [
         Figure(
             "curves_per_task",
             f"Evaluation team return during training per task: mean over seeds with a shaded "
-            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or seed).",
+            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or "
+            "seed). Bands are clipped to the range of eval returns observed on the task over "
+            f"all variants, seeds and steps ({'; '.join(ranges)}), because no return outside "
+            f"it has been seen and the t quantile is large at small n; {_BAND_NOTE}.",
         )
     ]
     if a.has_aggregates:
@@ -89,12 +216,18 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
             v: suite_iqm_curve(a.results, v, a.agg_tasks, a.seed, min(a.reps, 2_000))
             for v in a.variants
         }
+        if a.small_n:  # keep the IQM line, drop the bootstrap band
+            bands = {v: (t, np.stack([e[0], e[0] * np.nan, e[0] * np.nan]))
+                     for v, (t, e) in bands.items()}  # fmt: skip
+            band = f"no band. {a.small_n_reason()}."
+        else:
+            band = f"band: {a.bootstrap_phrase(min(a.reps, 2_000))}."
         fig = plots.new_figure(size=(5.5, 3.5))
-        plots.plot_band(bands, title="Suite IQM", ax=fig.axes[0])
+        plots.plot_band(bands, title="Suite IQM", ax=fig.axes[0], styles=styles)
         plots.save_figure(fig, fig_dir, "curves_suite_iqm")
         caption = (
             f"IQM of normalised eval return across runs and {len(a.agg_tasks)} task(s) during "
-            f"training; {a.seeds_phrase()}; band: {a.bootstrap_phrase(min(a.reps, 2_000))}."
+            f"training; {a.seeds_phrase()}; {band}"
         )
         out.append(Figure("curves_suite_iqm", caption))
     return out
@@ -102,20 +235,34 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
 
 def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     metrics = list(next(iter(a.intervals.values())))
+    styles = a.styles
     fig = plots.new_figure(n_cols=len(metrics), size=(3.2, 0.5 * len(a.variants) + 1.2))
     for ax, metric in zip(fig.axes, metrics, strict=True):
-        plots.plot_intervals(a.intervals, metric, ax=ax)
+        plots.plot_intervals(a.intervals, metric, ax=ax, styles=styles)
     plots.save_figure(fig, fig_dir, "aggregate_intervals")
     fig = plots.new_figure(size=(5.5, 3.5))
-    plots.plot_profiles(a.profiles, ax=fig.axes[0])
+    plots.plot_profiles(a.profiles, ax=fig.axes[0], styles=styles)
     plots.save_figure(fig, fig_dir, "performance_profile")
-    fig = plots.new_figure(n_cols=2, size=(4.8, 0.6 * len(a.variants) + 1.6))
+    side = max(4.8, 0.75 * len(a.variants) + 2.0)
+    fig = plots.new_figure(n_cols=2, size=(side, max(3.2, 0.6 * len(a.variants) + 1.8)))
     plots.plot_poi_matrix(a.agg_scores, ax=fig.axes[0])
-    plots.plot_poi_intervals(a.poi, a.baseline, ax=fig.axes[1])
+    plots.plot_poi_intervals(a.poi, a.baseline, ax=fig.axes[1], styles=styles)
     plots.save_figure(fig, fig_dir, "poi")
     profile_reps = min(a.reps, 2_000)
+    if a.small_n:
+        why = a.small_n_reason()
+        return [
+            Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (dot: point "
+                   f"estimate, bar: interval); {a.seeds_phrase()}. {why}. Shown instead: a "
+                   f"{stats.SMALL_N_METHOD}."),
+            Figure("performance_profile", "Performance profile (fraction of runs whose "
+                   f"normalised score exceeds tau); {a.seeds_phrase()}; no bands. {why}."),
+            Figure("poi", "Probability of improvement. Left: P(row > column) point estimates "
+                   f"over all pairs. Right: P(X > {a.baseline}), point estimates only; "
+                   f"{a.seeds_phrase()}. {why}."),
+        ]  # fmt: skip
     return [
-        Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (tick: point "
+        Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (dot: point "
                f"estimate, bar: interval); {a.seeds_phrase()}; {a.bootstrap_phrase()}."),
         Figure("performance_profile", "Performance profile (fraction of runs whose normalised "
                f"score exceeds tau); {a.seeds_phrase()}; pointwise bands: "
@@ -145,11 +292,12 @@ def _diagnostic_figure(
             c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
             if c is not None:
                 curves[v] = c
-        plots.plot_curves(curves, task, key, ax=ax)
+        plots.plot_curves(curves, task, key, ax=ax, styles=a.styles)
     plots.save_figure(fig, fig_dir, stem)
     caption = (
         f"{what} ({', '.join(keys)}) from training logs: mean over seeds with a shaded "
-        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed)."
+        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed), clipped to the "
+        f"range of the values observed in each panel over all variants and seeds; {_BAND_NOTE}."
     )
     return [Figure(stem, caption)]
 
@@ -252,7 +400,8 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     lines += ["## Tables", ""]
     for table in written:
         lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "
-                  f"`tables/{table.name}.tex`, `tables/{table.name}.csv`", ""]  # fmt: skip
+                  f"`tables/{table.name}.tex`, `tables/{table.name}.csv` (numeric columns; "
+                  f"caption in `tables/{table.name}.caption.txt`)", ""]  # fmt: skip
     lines += ["## Figures", ""] if figs else []
     for fig in figs:
         lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "

@@ -31,6 +31,9 @@ SCORE_KEYS = {
 }
 """Score kinds accepted by :func:`score_matrices`, mapped to their key in ``final.json``."""
 
+PER_AGENT_KINDS = frozenset({"final_per_agent", "absolute_per_agent"})
+"""Score kinds that are the team return divided by the number of controlled agents."""
+
 
 def task_slug(task_id: str) -> str:
     """Folder name of a task id.
@@ -287,20 +290,43 @@ def normalise(x: np.ndarray | float, task: TaskInfo) -> np.ndarray:
     return (np.asarray(x, dtype=float) - low) / (high - low)
 
 
+def _normalised_value(run: Run, kind: str, task: TaskInfo) -> float:
+    """One run's score of ``kind``, normalised with bounds in the same unit as the score.
+
+    The suite's bounds are team returns; a per-agent score is the team return divided by the
+    run's number of agents ``N``, so it is normalised with the bounds divided by ``N`` (which
+    gives the same normalised value as the team return).
+    """
+    assert run.final is not None
+    value = float(run.final[SCORE_KEYS[kind]])
+    if kind not in PER_AGENT_KINDS:
+        return float(normalise(value, task))
+    n_agents = run.final.get("n_agents")
+    if not isinstance(n_agents, int | float) or n_agents <= 0:
+        raise ValueError(
+            f"cannot normalise {kind!r} of {run.variant} / {run.task} / seed {run.seed}: "
+            "final.json has no positive n_agents to scale the team bounds by"
+        )
+    if task.random is None or task.reference is None or not task.has_bounds:
+        return float(normalise(value, task))  # raises the usual "no usable bounds" error
+    per_agent = TaskInfo(task.id, task.random / n_agents, task.reference / n_agents)
+    return float(normalise(value, per_agent))
+
+
 def cell_scores(
     results: Results, variant: str, task: str, kind: str = "final", normalised: bool = False
 ) -> np.ndarray:
-    """Per-seed scores of one cell, shape ``(n_completed_seeds,)``, in suite seed order."""
+    """Per-seed scores of one cell, shape ``(n_completed_seeds,)``, in suite seed order.
+
+    With ``normalised=True`` per-agent kinds use per-agent bounds (see :func:`score_matrices`).
+    """
     if kind not in SCORE_KEYS:
         raise ValueError(f"unknown score kind {kind!r}; choose one of {sorted(SCORE_KEYS)}")
-    key = SCORE_KEYS[kind]
-    values = [
-        float(r.final[key])
-        for r in results.cell(variant, task)
-        if r.state == "completed" and r.final is not None
-    ]
-    out = np.asarray(values, dtype=float)
-    return normalise(out, results.suite.task(task)) if normalised else out
+    runs = [r for r in results.cell(variant, task) if r.state == "completed" and r.final]
+    if normalised:
+        info = results.suite.task(task)
+        return np.asarray([_normalised_value(r, kind, info) for r in runs], dtype=float)
+    return np.asarray([float(r.final[SCORE_KEYS[kind]]) for r in runs if r.final], dtype=float)
 
 
 def score_matrices(
@@ -313,7 +339,13 @@ def score_matrices(
 
     Rows follow the suite's seeds and columns its tasks; missing runs and N/A cells are NaN.
     Use :func:`aggregate_view` to get the NaN-free matrices that the bootstrap needs.
+
+    With ``normalised=True``, per-agent kinds (:data:`PER_AGENT_KINDS`) are normalised with the
+    suite's team bounds divided by each run's ``n_agents``, so their normalised scores equal the
+    team return's; a run without ``n_agents`` raises ``ValueError``.
     """
+    if kind not in SCORE_KEYS:
+        raise ValueError(f"unknown score kind {kind!r}; choose one of {sorted(SCORE_KEYS)}")
     suite = results.suite
     out: dict[str, np.ndarray] = {}
     for variant in variants or list(suite.variants):
@@ -323,8 +355,10 @@ def score_matrices(
                 run = results.runs.get((variant, task, seed))
                 if run is None or run.state != "completed" or run.final is None:
                     continue
-                value = float(run.final[SCORE_KEYS[kind]])
-                mat[i, j] = float(normalise(value, suite.tasks[j])) if normalised else value
+                if normalised:
+                    mat[i, j] = _normalised_value(run, kind, suite.tasks[j])
+                else:
+                    mat[i, j] = float(run.final[SCORE_KEYS[kind]])
         out[variant] = mat
     return out
 

@@ -4,10 +4,12 @@ Per-task intervals use Student's t with the *real* number of completed seeds of 
 (``n - 1`` degrees of freedom), not a normal approximation: with 3-10 seeds the difference
 matters. Two tests are run per (variant pair, task): Welch's unequal-variance t-test (means,
 no equal-variance assumption) and the Mann-Whitney U test (ranks, no normality assumption), both
-two-sided. Each family of tests (all Welch p-values of one call, and separately all
-Mann-Whitney p-values) is corrected with the Holm-Bonferroni step-down procedure, which controls
-the family-wise error rate without independence assumptions and is uniformly more powerful than
-plain Bonferroni.
+two-sided; at small n the Mann-Whitney p-value is exact, ties included. A test that cannot be
+computed (too few seeds, or Welch with zero variance on both sides) has a NaN p-value. Each
+family of tests (all Welch p-values of one call, and separately all Mann-Whitney p-values)
+is corrected with the Holm-Bonferroni step-down procedure, which controls the family-wise
+error rate without independence assumptions and is uniformly more powerful than plain
+Bonferroni.
 """
 
 from __future__ import annotations
@@ -105,19 +107,77 @@ class PairTest:
 
 
 def welch_test(a: np.ndarray, b: np.ndarray, alternative: str = "two-sided") -> tuple[float, float]:
-    """Welch's t statistic and p-value of ``mean(a) - mean(b)``; NaN if either n < 2."""
-    if len(a) < 2 or len(b) < 2:
+    """Welch's t statistic and p-value of ``mean(a) - mean(b)``.
+
+    NaN ("untestable") when either n < 2, or when both samples have zero variance: the
+    statistic's standard error and its degrees of freedom are then 0/0, so there is no test,
+    even if the means differ (scipy would report t = inf and p = 0).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return math.nan, math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
         return math.nan, math.nan
     res = sps.ttest_ind(a, b, equal_var=False, alternative=alternative)
     return float(res.statistic), float(res.pvalue)
 
 
-def mann_whitney_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U of ``a`` vs ``b`` (scipy's automatic exact/asymptotic choice)."""
-    if len(a) < 1 or len(b) < 1:
+MWU_PERMUTATION_MAX_N = 20
+"""Largest ``n_a + n_b`` for which Mann-Whitney p-values are exact (ties included)."""
+
+
+def _mwu_permutation_p(a: np.ndarray, b: np.ndarray, alternative: str) -> tuple[float, float]:
+    """U of ``a`` vs ``b`` and its exact permutation p-value, ties included.
+
+    The permutation distribution of U (every way to split the pooled values into groups of
+    ``n_a`` and ``n_b``, equally likely under H0) is counted rather than enumerated: with the
+    pooled mid-ranks doubled to integers, ``counts[k, s]`` is the number of ``k``-subsets with
+    doubled rank sum ``s``, built one value at a time (``O(N * n_a * N^2)`` instead of
+    ``C(N, n_a)`` splits). U is the rank sum of ``a`` minus ``n_a (n_a + 1) / 2``, so tail
+    probabilities of the rank sum are those of U. Two-sided: twice the smaller tail, at most 1
+    (the definition of scipy's ``permutation_test``, which gives the same values by enumeration).
+    """
+    pooled = np.concatenate([a, b])
+    doubled = np.rint(2.0 * sps.rankdata(pooled)).astype(np.int64)  # mid-ranks are k / 2
+    n_a, total = a.size, int(doubled.sum())
+    counts = np.zeros((n_a + 1, total + 1))
+    counts[0, 0] = 1.0
+    for r in doubled:
+        counts[1:, r:] = counts[1:, r:] + counts[:-1, : total + 1 - r]
+    dist = counts[n_a] / counts[n_a].sum()  # P(doubled rank sum of a == s)
+    observed = int(doubled[:n_a].sum())
+    less, greater = float(dist[: observed + 1].sum()), float(dist[observed:].sum())
+    u = observed / 2.0 - n_a * (n_a + 1) / 2.0
+    if alternative == "less":
+        return u, min(less, 1.0)
+    if alternative == "greater":
+        return u, min(greater, 1.0)
+    if alternative == "two-sided":
+        return u, min(2.0 * min(less, greater), 1.0)
+    raise ValueError(f"unknown alternative {alternative!r}")
+
+
+def mann_whitney_test(
+    a: np.ndarray, b: np.ndarray, alternative: str = "two-sided"
+) -> tuple[float, float]:
+    """Mann-Whitney U of ``a`` vs ``b`` (U counts pairs ``a > b``, ties one half) and its p-value.
+
+    Statistical choice: with a few seeds per side the normal approximation is anti-conservative
+    when there are ties (e.g. ``[1, 1, 1]`` vs ``[2, 2, 2]``: approximate p = 0.047, while no
+    split of 3 vs 3 values can give less than 2 / C(6, 3) = 0.1). So, for
+    ``n_a + n_b <=`` :data:`MWU_PERMUTATION_MAX_N`, the p-value is the exact permutation p-value
+    given the observed (possibly tied) values, as ``scipy.stats.mannwhitneyu`` with
+    ``method=PermutationMethod(n_resamples=np.inf)`` computes it (see
+    :func:`_mwu_permutation_p`; scipy's ``method="exact"`` would ignore the ties). Larger samples
+    use the tie-corrected normal approximation.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 1 or b.size < 1:
         return math.nan, math.nan
-    res = sps.mannwhitneyu(a, b, alternative="two-sided")
-    return float(res.statistic), float(res.pvalue)
+    if a.size + b.size <= MWU_PERMUTATION_MAX_N:
+        return _mwu_permutation_p(a, b, alternative)
+    res = sps.mannwhitneyu(a, b, alternative=alternative, method="asymptotic")
+    return float(res.statistic), min(float(res.pvalue), 1.0)
 
 
 def pairwise_tests(
@@ -134,7 +194,8 @@ def pairwise_tests(
 
     Returns:
         One :class:`PairTest` per pair and task present in ``cells``, with Holm-adjusted
-        p-values over the whole returned family.
+        p-values over the whole returned family. Untestable comparisons (NaN p) stay NaN and
+        do not count towards the Holm correction; see :func:`n_testable`.
     """
     raw: list[PairTest] = []
     for variant, other in pairs:
@@ -152,3 +213,10 @@ def pairwise_tests(
         PairTest(**{**r.__dict__, "welch_p_holm": float(pw), "mwu_p_holm": float(pm)})
         for r, pw, pm in zip(raw, welch_holm, mwu_holm, strict=True)
     ]
+
+
+def n_testable(tests: Sequence[PairTest]) -> tuple[int, int]:
+    """How many Welch and Mann-Whitney comparisons had a p-value (the Holm family sizes)."""
+    welch = sum(1 for t in tests if math.isfinite(t.welch_p))
+    mwu = sum(1 for t in tests if math.isfinite(t.mwu_p))
+    return welch, mwu

@@ -1,8 +1,13 @@
 """Comparison tables rendered as Markdown, LaTeX (booktabs) and CSV.
 
 A :class:`Table` holds plain-text cells plus which cells are bold (the best of a column) and
-which carry a significance mark; the three renderers only differ in syntax. Captions are part of
-the table and always state the number of seeds, the interval method, bootstrap reps and seed.
+which carry a significance mark; the Markdown and LaTeX renderers only differ in syntax. Captions
+are part of the table and always state the number of seeds, the interval method, bootstrap reps
+and seed.
+
+The CSV file is for machines, not for reading: it holds the same numbers as plain numeric columns
+(point, low, high, n, p-values; NaN written as ``nan``) instead of formatted ``"0.50 [0.40, 0.60]"``
+strings, and the caption goes to a sidecar ``<name>.caption.txt`` so the CSV stays parseable.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Table:
     rows: list[list[str]]
     bold: set[tuple[int, int]] = field(default_factory=set)
     marks: dict[tuple[int, int], str] = field(default_factory=dict)
+    data_header: list[str] = field(default_factory=list)
+    data_rows: list[list[str | float | int]] = field(default_factory=list)
 
     def cell(self, i: int, j: int) -> str:
         """Plain text of a cell followed by its mark, if any."""
@@ -111,20 +118,47 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _csv_value(value: str | float | int) -> str | float | int:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
 def to_csv(table: Table) -> str:
-    """CSV with the header row; marks are appended to the cell text, bold is dropped."""
+    """CSV of the numeric data (``data_header``/``data_rows``), one value per column.
+
+    Tables built without numeric data fall back to the display text (marks appended).
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    if table.data_header:
+        writer.writerow(table.data_header)
+        for data_row in table.data_rows:
+            writer.writerow([_csv_value(v) for v in data_row])
+        return buf.getvalue()
     writer.writerow(table.header)
     for i, row in enumerate(table.rows):
         writer.writerow([table.cell(i, j) for j in range(len(row))])
     return buf.getvalue()
 
 
+def caption_text(table: Table) -> str:
+    """The caption sidecar of the CSV: the caption, then the CSV's column names.
+
+    Examples:
+        >>> caption_text(Table("t", "Means; n = 3 seeds.", ["V"], [["a"]], data_header=["v"]))
+        'Means; n = 3 seeds.\\nCSV columns: v (NaN written as nan).\\n'
+    """
+    columns = table.data_header or table.header
+    return f"{table.caption}\nCSV columns: {', '.join(columns)} (NaN written as nan).\n"
+
+
 def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
-    """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` atomically; return their paths."""
+    """Write ``<name>.{md,tex,csv}`` and ``<name>.caption.txt`` atomically; return their paths."""
     paths = {}
-    for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+    renderers = (("md", to_markdown), ("tex", to_latex), ("csv", to_csv),
+                 ("caption.txt", caption_text))  # fmt: skip
+    for ext, render in renderers:
         path = Path(out_dir) / f"{table.name}.{ext}"
         atomic_write_text(path, render(table))
         paths[ext] = path
@@ -145,11 +179,14 @@ def aggregate_table(
     baseline: str | None,
     caption: str,
     digits: int = 2,
+    n_runs: dict[str, int] | None = None,
 ) -> Table:
     """Variants × aggregate metrics, "point [lo, hi]", best per column in bold.
 
     A ``P(X > baseline)`` column is added when ``poi`` is given; its cell is marked with
-    :data:`POI_MARK` when the POI interval excludes 0.5.
+    :data:`POI_MARK` when the POI interval excludes 0.5 (never when it has no interval). The
+    CSV has columns ``variant, n, <metric>, <metric>_lo, <metric>_hi, ...`` (and
+    ``poi, poi_lo, poi_hi``); ``n_runs`` gives the runs per variant (NaN when not given).
     """
     variants = list(intervals)
     metrics = list(next(iter(intervals.values()))) if intervals else []
@@ -158,19 +195,30 @@ def aggregate_table(
         header.append(f"P(X > {baseline})")
     rows: list[list[str]] = []
     marks: dict[tuple[int, int], str] = {}
+    data_header = ["variant", "n"] + [f"{m}{s}" for m in metrics for s in ("", "_lo", "_hi")]
+    data_rows: list[list[str | float | int]] = []
+    if poi and baseline:
+        data_header += ["poi", "poi_lo", "poi_hi"]
     for i, v in enumerate(variants):
         row = [v] + [intervals[v][m].format(digits) for m in metrics]
+        n = (n_runs or {}).get(v)
+        data_row: list[str | float | int] = [v, n if n is not None else math.nan]
+        for m in metrics:
+            iv = intervals[v][m]
+            data_row += [iv.point, iv.low, iv.high]
         if poi and baseline:
             p = poi.get(v)
             row.append(p.format(digits) if p else "—")
+            data_row += [p.point, p.low, p.high] if p else [math.nan] * 3
             if p and (p.low > 0.5 or p.high < 0.5):
                 marks[(i, len(row) - 1)] = POI_MARK
         rows.append(row)
+        data_rows.append(data_row)
     bold = set()
     for j, m in enumerate(metrics, start=1):
         points = [intervals[v][m].point for v in variants]
         bold |= {(i, j) for i in _best_rows(points, m in LOWER_IS_BETTER)}
-    return Table("aggregate", caption, header, rows, bold, marks)
+    return Table("aggregate", caption, header, rows, bold, marks, data_header, data_rows)
 
 
 def task_table(
@@ -181,8 +229,13 @@ def task_table(
     caption: str,
     alpha: float = 0.05,
     digits: int = 1,
+    counts: dict[tuple[str, str], int] | None = None,
 ) -> Table:
     """Variants × tasks of per-task "mean [lo, hi]"; best mean per task in bold.
+
+    The CSV is long: one row per (variant, task) with ``status`` (``ok``, ``n/a``,
+    ``missing``), ``n`` (from ``counts``), ``mean, lo, hi`` and the Holm-adjusted p-values of
+    the tests against the baseline (NaN where not tested).
 
     Args:
         cells: ``{(variant, task): Interval}``; None for an N/A cell, absent for missing.
@@ -215,4 +268,20 @@ def task_table(
         mark += MWU_MARK if test.mwu_p_holm < alpha else ""
         if mark:
             marks[(i, j)] = mark
-    return Table("per_task", caption, ["Variant", *tasks], rows, bold, marks)
+    by_cell = {(t.variant, t.task): t for t in tests}
+    data_header = ["variant", "task", "status", "n", "mean", "lo", "hi",
+                   "welch_p_holm", "mwu_p_holm"]  # fmt: skip
+    data_rows: list[list[str | float | int]] = []
+    for v in variants:
+        for t in tasks:
+            iv = cells.get((v, t))
+            status = "missing" if (v, t) not in cells else ("n/a" if iv is None else "ok")
+            n = (counts or {}).get((v, t))
+            pair = by_cell.get((v, t))
+            data_rows.append([
+                v, t, status, n if n is not None else math.nan,
+                *((iv.point, iv.low, iv.high) if iv else (math.nan,) * 3),
+                pair.welch_p_holm if pair else math.nan, pair.mwu_p_holm if pair else math.nan,
+            ])  # fmt: skip
+    return Table("per_task", caption, ["Variant", *tasks], rows, bold, marks,
+                 data_header, data_rows)  # fmt: skip

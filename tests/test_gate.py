@@ -8,6 +8,7 @@ from scipy import stats as sps
 
 from kaleibench.analysis.gate import (
     GateRule,
+    alarms,
     collapsed_seeds,
     holm_reject,
     margin_pvalues,
@@ -103,5 +104,19 @@ def test_the_committed_learning_gate_keeps_its_promises() -> None:
         ns.append(len(scores))
     n, sd = min(ns), 2 * max(sds)  # a seed SD twice the worst measured one
     assert min_detectable_drop(sd, n, n, rule.tolerance, rule.alpha, len(cells)) <= rule.catch
-    false_alarm, power = simulate(rule, len(cells), n, n, sd, drop=rule.catch)
+    # CI runs this gate with --fail-inconclusive: an inconclusive cell is an alarm too
+    false_alarm, power = simulate(rule, len(cells), n, n, sd, drop=rule.catch,
+                                  fail_inconclusive=True)
     assert false_alarm <= 0.05 and power >= 0.80
+
+
+def test_an_unstable_new_sample_is_not_called_ok() -> None:
+    """A broken learner's seeds scatter: its mean may fall without a significant test. The
+    cell must then be inconclusive (failing CI's --fail-inconclusive), never "ok"."""
+    rule = GateRule(catch=0.25)
+    ref = np.array([[[-0.01, 0.01, 0.0, 0.02]]])
+    new = np.array([[[-0.2, -0.3, -3.5, -0.1]]])  # mean −1.0 gap, SD ~1.7
+    assert not alarms(new, ref, rule)[0, 0]  # the margin test alone does not reject
+    assert alarms(new, ref, rule, fail_inconclusive=True)[0, 0]
+    sd_ref, sd_new = ref.std(ddof=1), new.std(ddof=1)
+    assert min_detectable_drop(sd_ref, 4, 4, 0.1, 0.05, 1, sd_new) > rule.catch

@@ -24,8 +24,11 @@ the task's random→heuristic gap; drops smaller than δ are not gated by design
   overclaims at 75–79 %).
 
   When it exceeds the drop the gate is meant to catch (``catch`` · gap) and the test did not
-  reject, the cell is *inconclusive* — never a "match". MDD depends only on the reference and the
-  seed counts, so whether a gate is conclusive is known when the reference is made.
+  reject, the cell is *inconclusive* — never a "match". With the reference's SD for both sides
+  it depends only on the reference and the seed counts, so whether a gate's design is
+  conclusive is known when the reference is made; new runs much noisier than the reference (an
+  unstable learner whose mean may have dropped without significance) raise it, and make the
+  cell inconclusive rather than "ok".
 * **Collapse.** Independently of the test, a non-finite score, or a seed more than
   ``collapse`` gaps below the worst reference seed, fails and is named.
 
@@ -111,14 +114,20 @@ def holm_reject(p: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def min_detectable_drop(sd: float, n_new: int, n_ref: int, delta: float, alpha: float,
-                        m: int) -> float:
-    """Drop caught with 80 % power at one-sided level α/m (see the module docstring)."""
+                        m: int, sd_new: float | None = None) -> float:
+    """Drop caught with 80 % power at one-sided level α/m (see the module docstring).
+
+    ``sd`` is the reference's seed SD; ``sd_new`` (default: the same) the new sample's. A check
+    passes both, so that new runs far noisier than the reference (an unstable learner) make
+    the cell inconclusive instead of "ok".
+    """
     if n_new < 2 or n_ref < 2:
         return math.inf
+    sd_new = sd if sd_new is None else max(sd, sd_new)
     nu = max(1.0, 0.75 * (n_new + n_ref) - 2)
     level = alpha / max(m, 1)
     z = sps.t.ppf(1 - level, nu) + sps.t.ppf(POWER, nu)
-    return float(delta + z * sd * math.sqrt(1 / n_new + 1 / n_ref))
+    return float(delta + z * math.sqrt(sd_new**2 / n_new + sd**2 / n_ref))
 
 
 def collapsed_seeds(new: np.ndarray, ref: np.ndarray, gap: float, collapse: float) -> np.ndarray:
@@ -129,18 +138,30 @@ def collapsed_seeds(new: np.ndarray, ref: np.ndarray, gap: float, collapse: floa
         return ~np.isfinite(new) | (new < floor)
 
 
-def alarms(new: np.ndarray, ref: np.ndarray, rule: GateRule, gap: float = 1.0) -> np.ndarray:
+def alarms(new: np.ndarray, ref: np.ndarray, rule: GateRule, gap: float = 1.0,
+           fail_inconclusive: bool = False) -> np.ndarray:
     """Which cells fail the statistical rule: (..., m, n_x), (..., m, n_r) -> (..., m) bool.
 
     The same functions :func:`~kaleibench.analysis.regression.check_against_reference` applies
-    per suite (regressed or collapsed), vectorised over leading axes for simulation.
+    per suite (regressed or collapsed; and inconclusive with ``fail_inconclusive``, as
+    ``kaleibench check --fail-inconclusive``), vectorised over leading axes for simulation.
     """
     p = margin_pvalues(new, ref, rule.tolerance * gap)
-    return holm_reject(p, rule.alpha) | collapsed_seeds(new, ref, gap, rule.collapse).any(-1)
+    failed = holm_reject(p, rule.alpha) | collapsed_seeds(new, ref, gap, rule.collapse).any(-1)
+    if fail_inconclusive:
+        n_x, n_r, m = new.shape[-1], ref.shape[-1], new.shape[-2]
+        sd_r = ref.std(-1, ddof=1) if n_r > 1 else np.full(ref.shape[:-1], np.inf)
+        sd_x = np.maximum(new.std(-1, ddof=1), sd_r) if n_x > 1 else sd_r
+        unit = min_detectable_drop(1.0, max(n_x, 2), max(n_r, 2), 0.0, rule.alpha, m)
+        mdd = rule.tolerance * gap + unit * np.sqrt(sd_x**2 / n_x + sd_r**2 / n_r) / np.sqrt(
+            1 / max(n_x, 2) + 1 / max(n_r, 2))
+        failed |= (mdd > rule.catch * gap) if min(n_x, n_r) > 1 else True
+    return failed
 
 
 def simulate(rule: GateRule, m: int, n_new: int, n_ref: int, sd: float, drop: float,
-             draws: int = 20_000, seed: int = 0) -> tuple[float, float]:
+             draws: int = 20_000, seed: int = 0,
+             fail_inconclusive: bool = False) -> tuple[float, float]:
     """(suite false-alarm rate, power) of the rule by simulation, in units of the gap.
 
     Seed scores are normal with SD ``sd`` gaps. False alarm: any of ``m`` unchanged cells fails.
@@ -149,7 +170,8 @@ def simulate(rule: GateRule, m: int, n_new: int, n_ref: int, sd: float, drop: fl
     rng = np.random.default_rng(seed)
     ref = rng.normal(0.0, sd, (draws, m, n_ref))
     new = rng.normal(0.0, sd, (draws, m, n_new))
-    false_alarm = float(alarms(new, ref, rule).any(-1).mean())
+    false_alarm = float(alarms(new, ref, rule, fail_inconclusive=fail_inconclusive)
+                        .any(-1).mean())
     new[:, 0] -= drop
-    power = float(alarms(new, ref, rule)[:, 0].mean())
+    power = float(alarms(new, ref, rule, fail_inconclusive=fail_inconclusive)[:, 0].mean())
     return false_alarm, power

@@ -323,8 +323,10 @@ def _statistical_verdicts(cells: list[_Cell], rule: GateRule,
         key = (c.variant, c.task)
         drop = float(c.ref.mean() - np.nanmean(c.new)) if np.isfinite(c.new).any() else math.inf
         sd = float(c.ref.std(ddof=1)) if c.ref.size > 1 else math.nan
+        finite = c.new[np.isfinite(c.new)]
+        sd_new = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
         mdd = min_detectable_drop(sd, c.new.size, c.ref.size, rule.tolerance * c.gap,
-                                  rule.alpha, m)
+                                  rule.alpha, m, sd_new)
         extra = {"drop": drop, "drop_gaps": drop / c.gap, "p": float(p_c),
                  "mdd_gaps": mdd / c.gap, "tolerance": rule.tolerance * c.gap}
         bad = collapsed_seeds(c.new, c.ref, c.gap, rule.collapse)

@@ -60,7 +60,19 @@ def _load(name_or_path: str, where: str) -> Variant:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin or YAML can fail in any way
-        raise ConfigError(f"{name_or_path}: cannot load the variant "
+        raise ConfigError(f"{name_or_path}: cannot load the variant{_algo_of(name_or_path)} "
                           f"({type(exc).__name__}: {exc})") from exc
     safe_name(variant.name, variant.source or where, "name")
     return variant
+
+
+def _algo_of(name_or_path: str) -> str:
+    """`` (`algo: x`)`` of a variant YAML, to name the key that most often fails to load."""
+    from kaleibench.config import load_yaml
+
+    if not name_or_path.endswith((".yaml", ".yml")):
+        return ""
+    try:
+        return f" (`algo: {load_yaml(name_or_path).get('algo')}`)"
+    except Exception:  # noqa: BLE001 - only decorates an error message
+        return ""

@@ -159,6 +159,7 @@ def run_cell(spec: RunSpec, root: str, progress: bool, retry_failed: bool = True
         return Outcome(spec.run_id, "busy", str(exc))
     except OSError as exc:
         return Outcome(spec.run_id, "failed", f"{run_dir}: cannot take the cell lock: {exc}")
+    run: Run | None = None
     try:
         state, note = inspect_cell(spec, Path(root))
         if state == "completed":
@@ -176,20 +177,24 @@ def run_cell(spec: RunSpec, root: str, progress: bool, retry_failed: bool = True
     except KeyboardInterrupt:
         return Outcome(spec.run_id, "interrupted", "checkpointed; re-run the command to resume")
     except Exception as exc:  # noqa: BLE001 - isolate any failure of one run
-        return _record_failure(run_dir, exc, traceback.format_exc(), spec.run_id)
+        t_env = run.state.t_env if run is not None else None
+        return _record_failure(run_dir, exc, traceback.format_exc(), spec.run_id, t_env)
     finally:
         with contextlib.suppress(OSError):
             lock.release()
 
 
-def _record_failure(run_dir: Path, exc: BaseException, tb: str, run_id: str) -> Outcome:
-    """Record a failure in status.json, keeping the progress it reported; if even that write
-    fails (e.g. the disk is full), the outcome says so instead of raising."""
+def _record_failure(run_dir: Path, exc: BaseException, tb: str, run_id: str,
+                    t_env: int | None) -> Outcome:
+    """Record a failure in status.json, keeping the progress made (``t_env``, else what the
+    status last reported); if even that write fails (e.g. the disk is full), the outcome says
+    so instead of raising."""
     error = f"{type(exc).__name__}: {exc}"
-    try:
-        t_env = int(io.read_json_object(run_dir / "status.json").get("t_env", 0))
-    except (OSError, ValueError, TypeError):
-        t_env = 0
+    if t_env is None:
+        try:
+            t_env = int(io.read_json_object(run_dir / "status.json").get("t_env", 0))
+        except (OSError, ValueError, TypeError):
+            t_env = 0
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_status(run_dir, "failed", t_env, error=error, traceback=tb)

@@ -360,10 +360,12 @@ def test_resume_from_a_good_checkpoint_is_still_exact(ref: dict[str, Any],
                                                       tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_dir = _interrupted(ref, out)
+    (run_dir / "spec.json").write_text("{")  # provenance lost: rewritten on resume
     (cell,) = expand(load_suite(str(ref["suite"])))
     outcome = run_cell(cell.spec, str(out), False)
     assert outcome.state == "completed" and outcome.detail == ""
     assert _result(run_dir) == ref["result"]
+    assert io.read_json(run_dir / "spec.json")["run_id"] == cell.spec.run_id
 
 
 @pytest.mark.parametrize("damage", ["shorter", "deleted", "garbled"])

@@ -290,6 +290,8 @@ class Run:
             (self.dir / "metrics.jsonl").write_bytes(b"")
             for stale in ("final.json", "final.pt", "best.pt"):
                 (self.dir / stale).unlink(missing_ok=True)
+        elif not _readable_object(self.dir / "spec.json"):
+            io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))  # provenance
         st, spec = self.state, self.spec
         if spec.tensorboard:
             from kaleibench.utils.tensorboard import TB_DIR, TensorBoardSink
@@ -336,6 +338,14 @@ class Run:
             bar.close()
             stop.restore()
         return self._finish(started)
+
+
+def _readable_object(path: Path) -> bool:
+    try:
+        io.read_json_object(path)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class _GracefulStop:

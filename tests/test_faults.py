@@ -213,10 +213,15 @@ def test_two_concurrent_runs_never_duplicate_metrics_rows(
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "kaleibench.cli", "run", "--suite", str(ref["suite"]),
            "--out", str(out), "--workers", "1", "--no-progress"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    codes = sorted(p.wait(timeout=120) for p in procs)
-    assert codes[0] == 0 and codes[1] in (0, 2)  # refused, or started after the first ended
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    # Exactly one trains the cell; the other is refused (folder locked, exit 2) or, if it
+    # started after the first ended, skips the completed cell.
+    trained = [r for r in results if r[0] == 0 and "completed 1" in r[1]]
+    others = [r for r in results if r not in trained]
+    assert len(trained) == 1, results
+    assert others[0][0] == 2 or "skipped 1" in others[0][1], results
     assert _result(out / RUN) == ref["result"]
 
 

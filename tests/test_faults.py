@@ -250,9 +250,11 @@ def test_duplicate_variants_are_refused(tmp_path: Path,
 
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs-escape", "''", ".", "a/b", "..x/.."])
 def test_unsafe_suite_or_variant_names_are_refused(
-        tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    work = tmp_path / "w"
-    work.mkdir()
+        tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "a" / "b" / "w"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)  # without --out, results go to results/runs/<name> under here
     suite = _write_suite(work)
     suite.write_text(suite.read_text().replace("name: faults", f"name: {name}"))
     assert main(["run", "--suite", str(suite), "--no-progress"]) == 2
@@ -264,6 +266,8 @@ def test_unsafe_suite_or_variant_names_are_refused(
     err = capsys.readouterr().err
     assert str(variant) in err and "`name`" in err
     assert sorted(p.name for p in work.iterdir()) == ["qmix-small.yaml", "suite.yaml"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["a", "b", "w", "qmix-small.yaml", "suite.yaml"])  # nothing escaped either
 
 
 def test_clashing_suite_is_refused_before_suite_json_is_written(
@@ -570,6 +574,26 @@ def test_sigkill_at_a_random_point_then_resume_is_exact(
     proc.wait()
     assert _run(ref["suite"], out) == 0
     assert _result(out / RUN) == ref["result"]
+
+
+def test_truncate_never_extends_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    with pytest.raises(ValueError, match="shorter than the expected 100"):
+        io.truncate_file(path, 100)
+    assert path.read_bytes() == b'{"a": 1}\n'  # not padded with NULs
+
+
+def test_orphan_cleanup_never_removes_a_lock_being_taken(tmp_path: Path) -> None:
+    # A lock's own temp file is not an orphan of an atomic write: removing it would make a
+    # concurrent acquire fail.
+    taking = tmp_path / f".{LOCK_NAME}.abc.ltmp"
+    taking.write_text("{}")
+    io.remove_orphan_temps(tmp_path)
+    assert taking.exists()
+    os.utime(taking, (time.time() - 3600, time.time() - 3600))  # left by a killed process
+    io.remove_orphan_temps(tmp_path)
+    assert not taking.exists()
 
 
 def test_payload_digest_is_stable_across_save_and_load(tmp_path: Path) -> None:

@@ -134,7 +134,8 @@ class Lock:
         """Take the lock or raise :class:`LockHeld`; a stale lock is taken over."""
         self.folder.mkdir(parents=True, exist_ok=True)
         info = {**my_identity(), "since": time.time(), "what": self.what, "token": self.token}
-        tmp = self.folder / f".{LOCK_NAME}.{self.token}.tmp"
+        # Not ``*.tmp``: orphan cleanup must not delete a lock that is being taken.
+        tmp = self.folder / f".{LOCK_NAME}.{self.token}.ltmp"
         tmp.write_text(json.dumps(info))
         try:
             for _ in range(5):

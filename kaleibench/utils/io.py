@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,19 +71,34 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
+ORPHAN_LOCK_SECONDS = 600.0
+"""A lock's temp file (``*.ltmp``) lives for milliseconds; one this old was left by a kill."""
+
+
 def remove_orphan_temps(folder: str | Path) -> list[Path]:
-    """Delete the ``.<name>.*.tmp`` files that killed atomic writes left in ``folder``.
+    """Delete the ``.<name>.*.tmp`` files that killed atomic writes left in ``folder`` (and
+    lock temp files ``*.ltmp`` older than ``ORPHAN_LOCK_SECONDS``).
 
     Only call this while holding the folder's lock: a live writer's temp file looks the same.
     """
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
+    now = time.time()
+    old_lock_temps = [p for p in Path(folder).glob(".*.ltmp")
+                      if _age(p, now) > ORPHAN_LOCK_SECONDS]
+    for tmp in [*Path(folder).glob(".*.tmp"), *old_lock_temps]:
         try:
             tmp.unlink()
             removed.append(tmp)
         except OSError as exc:
             log.warning("%s: could not remove orphan temp file (%s)", tmp, exc)
     return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def read_json(path: str | Path) -> Any:

@@ -170,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(summary.outcomes)} cells in {out}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for o in summary.outcomes:
-        if o.state in ("failed", "interrupted", "busy"):
+        if o.state in ("failed", "interrupted", "busy") or (o.state == "completed" and o.detail):
             print(f"  {o.state}: {o.run_id}  {o.detail}")
     if counts.get("interrupted"):
         return 130

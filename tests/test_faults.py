@@ -424,7 +424,9 @@ def test_untrusted_final_json_is_rerun_not_skipped(
     assert main(["report", str(done), "--reps", "200", "--no-figures"]) == 1
     assert str(final) in capsys.readouterr().err  # named; never a KeyError traceback
     assert _run(ref["suite"], done) == 0
-    assert "completed 1" in capsys.readouterr().out  # re-run, not "skipped"
+    out = capsys.readouterr().out
+    assert "completed 1" in out  # re-run, not "skipped", saying why
+    assert "completed: qmix-small__mpe__spread-v0__s0" in out and str(final) in out
     assert _result(done / RUN) == ref["result"]
 
 
@@ -505,6 +507,17 @@ def test_malformed_status_json_blocks_neither_run_nor_status(
     assert _result(out / RUN) == ref["result"]
     assert main(["status", str(out)]) == 0
     assert capsys.readouterr().out.count("\ncompleted   ") == 2
+
+
+def test_deleted_status_json_is_shown_and_the_rerun_says_why(
+        ref: dict[str, Any], done: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (done / RUN / "status.json").unlink()
+    assert main(["status", str(done)]) == 0
+    assert "status.json missing" in capsys.readouterr().out
+    (cell,) = expand(load_suite(str(ref["suite"])))
+    outcome = run_cell(cell.spec, str(done), False)
+    assert outcome.state == "completed" and "status.json: missing" in outcome.detail
+    assert _result(done / RUN) == ref["result"]
 
 
 def test_non_utf8_metrics_of_a_completed_run_is_named_by_status(

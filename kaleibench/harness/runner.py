@@ -92,9 +92,13 @@ def inspect_cell(spec: RunSpec, root: Path) -> tuple[str, str]:
     """
     run_dir = spec.run_dir(root)
     status_path = run_dir / "status.json"
-    if not status_path.exists():
-        return "new", ""
     clash_check(spec, run_dir)
+    if not status_path.exists():
+        leftovers = [n for n in ("final.json", "checkpoint.pt", "metrics.jsonl")
+                     if (run_dir / n).exists()]
+        return "new", (f"{status_path}: missing, but {', '.join(leftovers)} exist; "
+                       "resuming from the checkpoint if it verifies, else from scratch"
+                       if leftovers else "")
     try:
         status = io.read_json_object(status_path)
     except (OSError, ValueError) as exc:

@@ -129,7 +129,6 @@ def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, then execute the grid."""
-    from kaleibench.algos import load_variant
     from kaleibench.harness.grid import expand
     from kaleibench.harness.lock import LockHeld
     from kaleibench.harness.runner import execute, lock_results, prepare_results
@@ -143,8 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cells = _with_tensorboard(cells)
     out = Path(args.out or Path("results") / "runs" / suite.name)
     suite_json = suite.to_json()
-    if args.variants:
-        suite_json["variants"] = [load_variant(v).name for v in args.variants]
+    # Folder names, not YAML paths: report and check look the variants up by folder.
+    suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
     try:
         lock = lock_results(out)  # the first write into the folder; doubles as a write probe
     except LockHeld as exc:

@@ -430,6 +430,25 @@ def test_untrusted_final_json_is_rerun_not_skipped(
     assert _result(done / RUN) == ref["result"]
 
 
+def test_check_refuses_a_cell_whose_final_json_was_edited(
+        ref: dict[str, Any], done: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    reference = tmp_path / "reference.json"
+    suite = str(ref["suite"])
+    assert main(["reference", "--suite", suite, "--results", str(done), "--out",
+                 str(reference)]) == 0
+    assert main(["check", "--suite", suite, "--reference", str(reference), "--results",
+                 str(done)]) == 0
+    final = done / RUN / "final.json"
+    obj = json.loads(final.read_bytes())
+    obj["final_return"] += 1.0  # an edit that a plain reader would trust
+    final.write_text(json.dumps(obj))
+    capsys.readouterr()
+    assert main(["check", "--suite", suite, "--reference", str(reference), "--results",
+                 str(done)]) == 1
+    assert "MISSING qmix-small" in capsys.readouterr().out
+
+
 def test_deleted_metrics_of_a_completed_run_is_flagged(
         done: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (done / RUN / "metrics.jsonl").unlink()

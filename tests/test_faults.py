@@ -189,6 +189,32 @@ def test_live_lock_holder_on_this_host_is_never_taken_over(tmp_path: Path) -> No
     Lock(tmp_path, "another run").acquire().release()  # released: free again
 
 
+def test_a_stale_lock_is_taken_over_by_exactly_one_of_many(tmp_path: Path) -> None:
+    import threading
+
+    (tmp_path / LOCK_NAME).write_text(json.dumps({
+        "host": socket.gethostname(), "pid": 2**22 + 1, "since": 0.0, "token": "dead"}))
+    won: list[Lock] = []
+    refused: list[LockHeld] = []
+    barrier = threading.Barrier(8)
+
+    def contend() -> None:
+        barrier.wait()
+        try:
+            won.append(Lock(tmp_path, "contender").acquire())
+        except LockHeld as exc:
+            refused.append(exc)
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and len(refused) == 7
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == won[0].token
+    won[0].release()
+
+
 def test_cell_lock_makes_a_cell_busy_and_the_command_exit_non_zero(
         ref: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
@@ -363,6 +389,20 @@ def test_corrupt_checkpoint_restarts_the_cell_loudly_and_exactly(
     assert (run_dir / "checkpoint.pt.corrupt").exists()
     assert _result(run_dir) == ref["result"]
     assert "restarted from scratch" in io.read_json(run_dir / "status.json")["notes"][0]
+
+
+def test_pickled_code_in_a_checkpoint_is_refused_and_never_suggested(
+        ref: dict[str, Any], tmp_path: Path) -> None:
+    import torch
+
+    out = tmp_path / "out"
+    run_dir = _interrupted(ref, out)
+    torch.save({"payload": os.system}, run_dir / "checkpoint.pt")  # loading it would import code
+    (cell,) = expand(load_suite(str(ref["suite"])))
+    outcome = run_cell(cell.spec, str(out), False)
+    assert outcome.state == "completed" and "weights-only loader" in outcome.detail
+    assert "weights_only=False" not in outcome.detail and "False" not in outcome.detail
+    assert _result(run_dir) == ref["result"]
 
 
 def test_resume_from_a_good_checkpoint_is_still_exact(ref: dict[str, Any],

@@ -104,7 +104,7 @@ def load_sealed(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     # A damaged .pt raises many types (RuntimeError, EOFError, UnpicklingError, BadZipFile...).
     except Exception as exc:  # noqa: BLE001
-        raise CorruptFileError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
+        raise CorruptFileError(path, f"unreadable ({_load_error(exc)})") from exc
     if not isinstance(payload, dict) or not isinstance(payload.get(SEAL_KEY), str):
         raise CorruptFileError(path, "carries no checksum (written by an older version?)")
     expected = payload.pop(SEAL_KEY)
@@ -112,6 +112,15 @@ def load_sealed(path: str | Path) -> dict[str, Any]:
     if found != expected:
         raise CorruptFileError(path, "checksum mismatch", expected, found)
     return payload
+
+
+def _load_error(exc: Exception) -> str:
+    """A one-line reason; torch's advice to retry without ``weights_only`` is never passed on
+    (such a file holds more than tensors and plain values and must not be unpickled)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "empty or truncated file"
+    if "weights_only" in str(exc) or "Weights only" in text:
+        text = "refused by the weights-only loader: it holds more than tensors and plain values"
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def file_digests(run_dir: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 LOCK_NAME = ".kaleibench.lock"
 REFRESH_SECONDS = 30.0
 FOREIGN_STALE_SECONDS = 600.0
+log = logging.getLogger(__name__)
 
 
 class LockHeld(Exception):
@@ -181,10 +183,13 @@ class Lock:
     def release(self) -> None:
         """Drop the lock if this object still holds it."""
         self._stop.set()
-        with _folder_guard(self.folder):
-            holder, _ = self._peek()
-            if holder is not None and holder.get("token") == self.token:
-                self.path.unlink(missing_ok=True)
+        try:
+            with _folder_guard(self.folder):
+                holder, _ = self._peek()
+                if holder is not None and holder.get("token") == self.token:
+                    self.path.unlink(missing_ok=True)
+        except OSError as exc:  # the next run will find it stale; do not mask the real outcome
+            log.warning("%s: could not release the lock (%s)", self.path, exc)
 
     def __enter__(self) -> Lock:
         return self.acquire()

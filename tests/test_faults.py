@@ -189,9 +189,20 @@ def test_live_lock_holder_on_this_host_is_never_taken_over(tmp_path: Path) -> No
     Lock(tmp_path, "another run").acquire().release()  # released: free again
 
 
-def test_a_stale_lock_is_taken_over_by_exactly_one_of_many(tmp_path: Path) -> None:
+def test_a_stale_lock_is_taken_over_by_exactly_one_of_many(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
+    from kaleibench.harness import lock as lock_module
+
+    original_read = lock_module._read
+
+    def slow_read(path: Path) -> tuple[dict[str, Any] | None, float]:
+        found = original_read(path)
+        time.sleep(0.02)  # widen the window between judging a lock stale and removing it
+        return found
+
+    monkeypatch.setattr(lock_module, "_read", slow_read)
     (tmp_path / LOCK_NAME).write_text(json.dumps({
         "host": socket.gethostname(), "pid": 2**22 + 1, "since": 0.0, "token": "dead"}))
     won: list[Lock] = []

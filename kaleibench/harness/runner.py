@@ -327,7 +327,7 @@ def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = N
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        remote: Any = ray.remote(num_cpus=1, max_retries=0)(run_cell)
         refs = [remote.remote(spec, str(root), False, retry_failed) for spec in todo]
         for ref, spec in zip(refs, todo, strict=True):
             try:

@@ -299,7 +299,7 @@ class Run:
             self.metrics_sink = TensorBoardSink(
                 self.dir / TB_DIR, replay=io.read_jsonl(self.dir / "metrics.jsonl"))
         started, beat = time.time(), 0.0
-        notes = {"notes": self.notes} if self.notes else {}
+        notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
         write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0
         stop = _GracefulStop()

@@ -137,9 +137,9 @@ def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, then execute the grid."""
-    from kaleibench.algos import load_variant
     from kaleibench.harness.grid import expand
-    from kaleibench.harness.runner import execute, write_suite_json
+    from kaleibench.harness.lock import LockHeld
+    from kaleibench.harness.runner import execute, lock_results, prepare_results
     from kaleibench.harness.suite import load_suite, parse_suite
 
     suite = load_suite(args.suite) if args.suite else parse_suite(
@@ -149,34 +149,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     if getattr(args, "tensorboard", False):
         cells = _with_tensorboard(cells)
     out = Path(args.out or Path("results") / "runs" / suite.name)
+    suite_json = suite.to_json()
+    # Folder names, not YAML paths: report and check look the variants up by folder.
+    suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        lock = lock_results(out)  # the first write into the folder; doubles as a write probe
+    except LockHeld as exc:
+        raise BadInput(str(exc)) from exc
     except OSError as exc:
         raise BadInput(f"output folder {out} is not writable: {exc}") from exc
-    suite_json = suite.to_json()
-    if args.variants:
-        suite_json["variants"] = [load_variant(v).name for v in args.variants]
-    write_suite_json(out, suite_json)
-    if getattr(args, "executor", "local") == "ray":
-        from kaleibench.harness.runner import execute_ray
+    try:
+        prepare_results(out, cells, suite_json)
+        if getattr(args, "executor", "local") == "ray":
+            from kaleibench.harness.runner import execute_ray
 
-        summary = execute_ray(cells, out, address=args.address, retry_failed=args.retry_failed,
-                              num_cpus=args.workers)
-    else:
-        summary = execute(cells, out, workers=args.workers, retry_failed=args.retry_failed,
-                          progress=not args.no_progress)
+            summary = execute_ray(cells, out, address=args.address,
+                                  retry_failed=args.retry_failed, num_cpus=args.workers)
+        else:
+            summary = execute(cells, out, workers=args.workers, retry_failed=args.retry_failed,
+                              progress=not args.no_progress)
+    except OSError as exc:  # e.g. a full disk outside any cell: no traceback, still exit 1
+        print(f"kaleibench: {out}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
     counts = summary.counts
     print(f"{len(summary.outcomes)} cells in {out}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     for o in summary.outcomes:
-        if o.state in ("failed", "interrupted", "busy"):
+        if o.state in ("failed", "interrupted", "busy") or (o.state == "completed" and o.detail):
             print(f"  {o.state}: {o.run_id}  {o.detail}")
     if counts.get("interrupted"):
         return 130
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or counts.get("busy") else 0
 
 
 def _with_tensorboard(cells: list[Any]) -> list[Any]:

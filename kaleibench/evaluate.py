@@ -9,6 +9,9 @@ evaluation returns bit for bit.
 
 Every problem with the folder (missing, corrupt ``spec.json``, missing/corrupt policy file, a
 policy whose tensor shapes do not fit the task) raises :class:`RunFolderError` naming the file.
+When the run's ``status.json`` records checksums (runs completed by this version), the policy
+file and ``final.json`` are verified against them first; a mismatch is refused, naming the file
+and both digests, since ``torch.load`` itself does not notice flipped bytes.
 """
 
 from __future__ import annotations
@@ -134,6 +137,30 @@ def read_policy(path: Path) -> dict[str, Any]:
     return payload["policy"]
 
 
+def verify_run_files(run_dir: Path, policy_path: Path) -> None:
+    """Check the policy file and final.json against the digests of the run's status.json.
+
+    Raises:
+        RunFolderError: Naming the file whose content does not match (or status.json, if it
+            is unreadable).
+    """
+    from kaleibench.harness.integrity import CorruptFileError, verify_files
+
+    status_path = run_dir / "status.json"
+    if not status_path.is_file():
+        return
+    try:
+        status = json.loads(status_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{status_path}: corrupt JSON ({exc})") from exc
+    if not isinstance(status, dict):
+        raise RunFolderError(f"{status_path}: expected a JSON object")
+    try:
+        verify_files(run_dir, status, (policy_path.name, "final.json"))
+    except CorruptFileError as exc:
+        raise RunFolderError(f"{exc}; refusing to use it") from exc
+
+
 def _build_algo(spec: dict[str, Any], spec_path: Path) -> tuple[Any, Any]:
     """(env for evaluation, algorithm) rebuilt from a spec.json mapping."""
     from kaleibench.algos import variant_from_mapping
@@ -176,6 +203,7 @@ def load_run(run_dir: str | Path, policy: str = "final") -> tuple[LoadedRun, Any
     spec = read_spec(run_dir)
     env, algo = _build_algo(spec, run_dir / "spec.json")
     path = run_dir / f"{policy}.pt"
+    verify_run_files(run_dir, path)
     state = read_policy(path)
     try:
         algo.load_policy_state(state)

@@ -32,10 +32,13 @@ def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON object from ``path``.
 
     Raises:
-        ValueError: If the file does not hold a JSON object.
+        ValueError: If the file does not hold a JSON object (or is not UTF-8 JSON); the
+            message names the file.
     """
-    with open(path, encoding="utf-8") as handle:
-        obj = json.load(handle)
+    try:
+        obj = json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -55,16 +58,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         The parsed rows, in file order.
     """
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().split("\n")
-    if lines and lines[-1] == "":
+    lines = Path(path).read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
         lines.pop()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             where = "torn last line" if number == len(lines) else f"corrupt line {number}"
             warnings.warn(f"{path}: ignoring {where}: {line[:80]!r}", stacklevel=2)
             continue

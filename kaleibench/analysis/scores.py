@@ -10,6 +10,11 @@ never changes another variant's normalised score. Before any comparison the comp
 names every missing cell (marl-eval's ``diagnose_data_errors`` idea); failed runs are listed,
 never silently dropped. Cells whose status is ``"n/a"`` (a variant that cannot run on a task)
 are reported as N/A and are not counted as missing.
+
+A run whose files cannot be trusted (a status.json or final.json that is not a JSON object,
+a final.json without its scores, or a file that fails the checksum recorded when the run
+completed) gets the state ``"corrupt"`` with an error naming the file: it is never scored,
+and it counts as missing, so a report refuses the grid unless told to allow incomplete ones.
 """
 
 from __future__ import annotations
@@ -155,11 +160,30 @@ def _infer_suite(root: Path) -> SuiteInfo:
     return SuiteInfo(root.name, tuple(TaskInfo(t) for t in tasks), tuple(variants), tuple(seeds))
 
 
+def _optional_json(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.exists() else None
+
+
 def _load_run(path: Path, variant: str, task: str, seed: int) -> Run:
-    status = read_json(path / "status.json") if (path / "status.json").exists() else {}
-    state = str(status.get("state", "pending"))
-    final = read_json(path / "final.json") if (path / "final.json").exists() else None
-    spec = read_json(path / "spec.json") if (path / "spec.json").exists() else None
+    """One run folder; any malformed file makes it ``corrupt`` (named), never an exception."""
+    from kaleibench.harness.integrity import verify_files
+
+    try:
+        spec = _optional_json(path / "spec.json")
+    except (OSError, ValueError):
+        spec = None  # provenance only: scores do not need it
+    try:
+        status = _optional_json(path / "status.json") or {}
+        final = _optional_json(path / "final.json")
+        state = str(status.get("state", "pending"))
+        if state == "completed":
+            verify_files(path, status)
+            missing = [k for k in ("final_return", "absolute_return") if final is not None
+                       and not isinstance(final.get(k), int | float)]
+            if missing:
+                raise ValueError(f"{path / 'final.json'}: missing or non-numeric {missing}")
+    except (OSError, ValueError) as exc:  # CorruptFileError is a ValueError
+        return Run(variant, task, seed, path, "corrupt", None, spec, str(exc))
     if state == "completed" and final is None:
         state = "failed"
         status = {**status, "error": "status says completed but final.json is missing"}
@@ -184,7 +208,13 @@ def load_results(results_dir: str | Path) -> Results:
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} does not exist")
     suite_file = root / "suite.json"
-    suite = _suite_from_json(read_json(suite_file)) if suite_file.exists() else _infer_suite(root)
+    if suite_file.exists():
+        try:
+            suite = _suite_from_json(read_json(suite_file))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{suite_file}: not a usable suite description ({exc!r})") from exc
+    else:
+        suite = _infer_suite(root)
     on_disk = sorted({p.parts[-3] for p in root.glob("*/*/seed_*") if p.is_dir()})
     extra = tuple(v for v in on_disk if v not in suite.variants)
     if extra:

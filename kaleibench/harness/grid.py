@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kaleibench.algos import Variant, load_variant
+from kaleibench.config import ConfigError
 from kaleibench.envs import task_spec
-from kaleibench.harness.suite import Suite
+from kaleibench.harness.suite import Suite, no_duplicates, safe_name
 from kaleibench.train.spec import RunSpec
 
 
@@ -21,9 +22,19 @@ class Cell:
 
 def expand(suite: Suite, variants: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
            seeds: Sequence[int] | None = None) -> list[Cell]:
-    """All cells of ``suite`` (optionally restricted/overridden), in a stable order."""
-    chosen: list[Variant] = [load_variant(v) for v in (variants or suite.variants)]
+    """All cells of ``suite`` (optionally restricted/overridden), in a stable order.
+
+    Raises:
+        ConfigError: On a repeated variant, task or seed, on a variant whose name is not a
+            plain folder name, or on a variant file that cannot be loaded (naming the file).
+    """
+    where = "command line" if variants else suite.source or suite.name
+    chosen: list[Variant] = [_load(v, where) for v in (variants or suite.variants)]
+    no_duplicates([v.name for v in chosen], where, "variants (names)")
     task_ids = list(tasks or [t.id for t in suite.tasks])
+    no_duplicates(task_ids, "command line" if tasks else where, "tasks")
+    if seeds is not None:
+        no_duplicates(list(seeds), "command line", "seeds")
     cells = []
     for variant in chosen:
         for task_id in task_ids:
@@ -39,3 +50,29 @@ def expand(suite: Suite, variants: Sequence[str] | None = None, tasks: Sequence[
                     reason = f"{variant.name} needs subtasks; {task_id} has none"
                 cells.append(Cell(spec, reason))
     return cells
+
+
+def _load(name_or_path: str, where: str) -> Variant:
+    """A variant, with every failure an error naming the file (``algo: os:system`` names a
+    callable without a ``Config``, for example) and a name that is safe as a folder."""
+    try:
+        variant = load_variant(name_or_path)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin or YAML can fail in any way
+        raise ConfigError(f"{name_or_path}: cannot load the variant{_algo_of(name_or_path)} "
+                          f"({type(exc).__name__}: {exc})") from exc
+    safe_name(variant.name, variant.source or where, "name")
+    return variant
+
+
+def _algo_of(name_or_path: str) -> str:
+    """`` (`algo: x`)`` of a variant YAML, to name the key that most often fails to load."""
+    from kaleibench.config import load_yaml
+
+    if not name_or_path.endswith((".yaml", ".yml")):
+        return ""
+    try:
+        return f" (`algo: {load_yaml(name_or_path).get('algo')}`)"
+    except Exception:  # noqa: BLE001 - only decorates an error message
+        return ""

@@ -2,10 +2,19 @@
 
 ``local`` runs cells in a process pool (one run per process, one torch thread each); with one
 worker it runs in-process and shows the run's own progress bar.
+
+Exclusion: the command holds the results folder's lock (:func:`lock_results`) from before its
+first write to its end, and every cell is run under its own run-folder lock and re-checked
+just before it starts (:func:`run_cell`), so a Ray run and a local run, or two pools, never
+train one cell twice. A cell that raises, including an ``OSError`` such as a full disk, becomes
+that cell's recorded failure and the grid goes on; nothing in here lets a traceback end the
+command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
@@ -18,12 +27,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from kaleibench.config import ConfigError
 from kaleibench.harness.grid import Cell
+from kaleibench.harness.integrity import verify_files
+from kaleibench.harness.lock import Lock, LockHeld, holder_alive
 from kaleibench.train.loop import spec_json, write_status
 from kaleibench.train.spec import RunSpec
 from kaleibench.utils import io
 
 STALE_SECONDS = 120.0
+FINAL_KEYS = ("final_return", "absolute_return", "final_returns", "t_env")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,67 +66,155 @@ class Summary:
         return [o for o in self.outcomes if o.state == "failed"]
 
 
-def cell_state(spec: RunSpec, root: Path) -> str:
-    """completed / failed / running (fresh heartbeat) / stale / resumable / new."""
+def completed_problem(run_dir: Path, status: dict[str, Any]) -> str | None:
+    """Why a ``completed`` run folder cannot be trusted (None if it can): final.json missing,
+    corrupt or incomplete, or a file that fails the checksum status.json recorded."""
+    final_path = run_dir / "final.json"
+    if not final_path.is_file():
+        return f"{final_path}: missing"
+    try:
+        final = io.read_json_object(final_path)
+        verify_files(run_dir, status)
+    except (OSError, ValueError) as exc:  # CorruptFileError is a ValueError
+        return str(exc)
+    missing = [k for k in FINAL_KEYS if k not in final]
+    return f"{final_path}: missing {missing}" if missing else None
+
+
+def inspect_cell(spec: RunSpec, root: Path) -> tuple[str, str]:
+    """(state, note): completed / failed / running (live holder) / resumable / new.
+
+    A folder whose files cannot be trusted is ``resumable`` with a note naming the file and
+    the problem (a completed run that fails its checks is re-run, never counted).
+
+    Raises:
+        ConfigError: If the folder holds another run (different config hash).
+    """
     run_dir = spec.run_dir(root)
     status_path = run_dir / "status.json"
+    clash_check(spec, run_dir)
     if not status_path.exists():
-        return "new"
+        leftovers = [n for n in ("final.json", "checkpoint.pt", "metrics.jsonl")
+                     if (run_dir / n).exists()]
+        return "new", (f"{status_path}: missing, but {', '.join(leftovers)} exist; "
+                       "resuming from the checkpoint if it verifies, else from scratch"
+                       if leftovers else "")
     try:
-        status = io.read_json(status_path)
-        recorded = io.read_json(run_dir / "spec.json") if (run_dir / "spec.json").exists() else {}
-    except ValueError:
-        return "resumable"
-    if recorded and recorded.get("config_hash") != spec.config_hash:
-        raise ValueError(f"{run_dir} holds run {recorded.get('run_id')}, not {spec.run_id}: "
-                         "use another --out folder")
+        status = io.read_json_object(status_path)
+    except (OSError, ValueError) as exc:
+        return "resumable", f"{exc}; status ignored"
     state = status.get("state")
-    if state == "completed" and (run_dir / "final.json").exists():
-        return "completed"
+    if state == "completed":
+        problem = completed_problem(run_dir, status)
+        return ("completed", "") if problem is None else (
+            "resumable", f"completed run not trusted, re-running: {problem}")
     if state == "failed":
-        return "failed"
+        return "failed", ""
     if state == "running" and is_alive(status):
-        return "running"
-    return "resumable"
+        return "running", ""
+    return "resumable", ""
+
+
+def cell_state(spec: RunSpec, root: Path) -> str:
+    """completed / failed / running (live holder) / resumable / new (see :func:`inspect_cell`)."""
+    return inspect_cell(spec, root)[0]
+
+
+def clash_check(spec: RunSpec, run_dir: Path) -> None:
+    """Refuse a folder that holds another run (its spec.json has another config hash)."""
+    try:
+        recorded = io.read_json_object(run_dir / "spec.json")
+    except (OSError, ValueError):
+        return  # unreadable or absent: the run rewrites it on a fresh start
+    if recorded.get("config_hash") != spec.config_hash:
+        raise ConfigError(f"{run_dir} holds run {recorded.get('run_id')}, not {spec.run_id}: "
+                          "use another --out folder")
 
 
 def is_alive(status: dict[str, Any]) -> bool:
-    """Whether a ``running`` status belongs to a live process: on this host, its pid exists;
-    elsewhere, its heartbeat is younger than ``STALE_SECONDS``."""
+    """Whether a ``running`` status belongs to a live process: on this host, its pid exists
+    and (when recorded) has the same start time, so a reused pid does not count; elsewhere,
+    its heartbeat is younger than ``STALE_SECONDS``."""
     if status.get("host") == socket.gethostname() and "pid" in status:
         try:
-            os.kill(int(status["pid"]), 0)
-        except ProcessLookupError:
+            if int(status["pid"]) == os.getpid():
+                return False
+        except (TypeError, ValueError):
             return False
-        except PermissionError:
-            return True
-        return int(status["pid"]) != os.getpid()
-    return time.time() - float(status.get("heartbeat", 0)) < STALE_SECONDS
+        return holder_alive(status)
+    try:
+        return time.time() - float(status.get("heartbeat", 0)) < STALE_SECONDS
+    except (TypeError, ValueError):
+        return False
 
 
-def run_cell(spec: RunSpec, root: str, progress: bool) -> Outcome:
-    """Run one cell in this process; exceptions become a recorded failure."""
-    from kaleibench.train.loop import train
+def run_cell(spec: RunSpec, root: str, progress: bool, retry_failed: bool = True) -> Outcome:
+    """Run one cell in this process under its run-folder lock; never raises an ``Exception``.
+
+    The cell is re-checked under the lock, just before it starts: another process may have
+    completed it (skipped), failed it (skipped unless ``retry_failed``) or hold it (busy).
+    """
+    from kaleibench.train.loop import Run
 
     run_dir = spec.run_dir(root)
     try:
-        train(spec, root, progress=progress)
-        return Outcome(spec.run_id, "completed")
+        lock = Lock(run_dir, f"cell {spec.run_id}").acquire()
+    except LockHeld as exc:
+        return Outcome(spec.run_id, "busy", str(exc))
+    except OSError as exc:
+        return Outcome(spec.run_id, "failed", f"{run_dir}: cannot take the cell lock: {exc}")
+    run: Run | None = None
+    try:
+        state, note = inspect_cell(spec, Path(root))
+        if state == "completed":
+            return Outcome(spec.run_id, "skipped", "already completed")
+        if state == "failed" and not retry_failed:
+            return Outcome(spec.run_id, "failed", "failed earlier; use --retry-failed")
+        if state == "running":
+            return Outcome(spec.run_id, "busy", "another process runs it")
+        if note:
+            log.warning("%s", note)
+        io.remove_orphan_temps(run_dir)
+        run = Run(spec, root, progress)
+        run.run()
+        return Outcome(spec.run_id, "completed", "; ".join(([note] if note else []) + run.notes))
     except KeyboardInterrupt:
         return Outcome(spec.run_id, "interrupted", "checkpointed; re-run the command to resume")
     except Exception as exc:  # noqa: BLE001 - isolate any failure of one run
-        tb = traceback.format_exc()
+        t_env = run.state.t_env if run is not None else None
+        return _record_failure(run_dir, exc, traceback.format_exc(), spec.run_id, t_env)
+    finally:
+        with contextlib.suppress(OSError):
+            lock.release()
+
+
+def _record_failure(run_dir: Path, exc: BaseException, tb: str, run_id: str,
+                    t_env: int | None) -> Outcome:
+    """Record a failure in status.json, keeping the progress made (``t_env``, else what the
+    status last reported); if even that write fails (e.g. the disk is full), the outcome says
+    so instead of raising."""
+    error = f"{type(exc).__name__}: {exc}"
+    if t_env is None:
+        try:
+            t_env = int(io.read_json_object(run_dir / "status.json").get("t_env", 0))
+        except (OSError, ValueError, TypeError):
+            t_env = 0
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        t_env = 0
-        write_status(run_dir, "failed", t_env, error=f"{type(exc).__name__}: {exc}", traceback=tb)
-        return Outcome(spec.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        write_status(run_dir, "failed", t_env, error=error, traceback=tb)
+    except OSError as write_exc:
+        error += f" (the failure could not be recorded in status.json: {write_exc})"
+    return Outcome(run_id, "failed", error)
 
 
 def _record_na(cell: Cell, root: Path) -> Outcome:
     run_dir = cell.spec.run_dir(root)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_json(run_dir / "spec.json", spec_json(cell.spec))
-    write_status(run_dir, "n/a", 0, error=cell.na_reason)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_json(run_dir / "spec.json", spec_json(cell.spec))
+        write_status(run_dir, "n/a", 0, error=cell.na_reason)
+    except OSError as exc:
+        return Outcome(cell.spec.run_id, "failed", f"could not record N/A: {exc}")
     return Outcome(cell.spec.run_id, "n/a", cell.na_reason or "")
 
 
@@ -123,7 +225,9 @@ def plan(cells: Sequence[Cell], root: Path, retry_failed: bool) -> tuple[list[Ru
         if cell.na_reason:
             summary.outcomes.append(_record_na(cell, root))
             continue
-        state = cell_state(cell.spec, root)
+        state, note = inspect_cell(cell.spec, root)
+        if note:
+            log.warning("%s", note)
         if state == "completed":
             summary.outcomes.append(Outcome(cell.spec.run_id, "skipped", "already completed"))
         elif state == "failed" and not retry_failed:
@@ -171,7 +275,7 @@ def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(todo) <= 1:
         for spec in todo:
-            outcome = run_cell(spec, str(root), progress)
+            outcome = run_cell(spec, str(root), progress, retry_failed)
             summary.outcomes.append(outcome)
             if outcome.state == "interrupted":
                 break
@@ -179,12 +283,12 @@ def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures: dict[Future[Outcome], RunSpec] = {
-            pool.submit(run_cell, spec, str(root), False): spec for spec in todo}
+            pool.submit(run_cell, spec, str(root), False, retry_failed): spec for spec in todo}
         try:
             if progress:
                 _progress_loop(futures, str(root), sum(s.t_max for s in todo))
-            for fut in futures:
-                summary.outcomes.append(fut.result())
+            for fut, spec in futures.items():
+                summary.outcomes.append(_result(fut, spec))
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
             for fut, spec in futures.items():
@@ -193,6 +297,15 @@ def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
                 else:
                     summary.outcomes.append(Outcome(spec.run_id, "interrupted"))
     return summary
+
+
+def _result(fut: Future[Outcome], spec: RunSpec) -> Outcome:
+    """A worker's outcome; a worker that died (e.g. killed, out of memory) fails its cell."""
+    try:
+        return fut.result()
+    except Exception as exc:  # noqa: BLE001 - one dead worker must not end the grid
+        return Outcome(spec.run_id, "failed", f"worker process failed: {type(exc).__name__}: "
+                                              f"{exc}")
 
 
 def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = None,
@@ -214,9 +327,14 @@ def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = N
         kwargs: dict[str, Any] = {"address": address} if address else {"num_cpus": num_cpus}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
     try:
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_cell)
-        refs = [remote.remote(spec, str(root), False) for spec in todo]
-        summary.outcomes.extend(ray.get(refs))
+        remote: Any = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        refs = [remote.remote(spec, str(root), False, retry_failed) for spec in todo]
+        for ref, spec in zip(refs, todo, strict=True):
+            try:
+                summary.outcomes.append(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - a lost worker fails its cell only
+                summary.outcomes.append(Outcome(spec.run_id, "failed",
+                                                f"ray task failed: {type(exc).__name__}: {exc}"))
     finally:
         if started_here:
             ray.shutdown()
@@ -226,3 +344,30 @@ def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = N
 def write_suite_json(root: str | Path, suite_json: dict[str, Any]) -> None:
     """suite.json next to the runs: bounds and hash used by reports and checks."""
     io.atomic_write_json(Path(root) / "suite.json", suite_json)
+
+
+def lock_results(root: str | Path) -> Lock:
+    """Take the results folder's lock (creating the folder), before anything else is written.
+
+    Raises:
+        LockHeld: If another live ``run`` holds it (the message names host, pid and since).
+        OSError: If the folder cannot be created or written.
+    """
+    lock = Lock(Path(root), "kaleibench run").acquire()
+    if lock.taken_over is not None:
+        log.warning("%s: recovered the stale lock of %s", lock.path, lock.taken_over)
+    return lock
+
+
+def prepare_results(root: str | Path, cells: Sequence[Cell], suite_json: dict[str, Any]) -> None:
+    """Under the folder lock: refuse cells that clash with the folder's runs, clear orphan temp
+    files, and only then write suite.json (so a refused suite leaves the folder untouched).
+
+    Raises:
+        ConfigError: Naming the run folder that holds another run.
+    """
+    root = Path(root)
+    for cell in cells:
+        clash_check(cell.spec, cell.spec.run_dir(root))
+    io.remove_orphan_temps(root)
+    write_suite_json(root, suite_json)

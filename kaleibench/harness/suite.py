@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,33 @@ def _int(data: dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
     return value
 
 
+def safe_name(value: Any, where: str, key: str) -> str:
+    """A name used as one folder of the results layout: a single, non-empty path component
+    (no ``/`` or ``\\``, not ``.`` or ``..``, no NUL, not hidden), so no name writes outside
+    its results folder or breaks the layout."""
+    name = value if isinstance(value, str) else None
+    if (not name or name in (".", "..") or name.startswith(".") or name != name.strip()
+            or any(c in name for c in "/\\\0") or len(name) > 200):
+        raise ConfigError(f"{where}: `{key}` must be a plain folder name (letters, digits, "
+                          f"'-', '_'; no '/', not empty, not starting with '.'), got {value!r}")
+    return name
+
+
+def no_duplicates(values: Sequence[Any], where: str, key: str) -> None:
+    """Refuse repeated entries: two cells would write one run folder at once."""
+    repeated = sorted({str(v) for v, n in Counter(values).items() if n > 1})
+    if repeated:
+        raise ConfigError(f"{where}: `{key}` lists {', '.join(repeated)} more than once")
+
+
+def _bound(bounds: dict[str, Any], key: str, task: str, where: str) -> float:
+    value = bounds[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{where}: task {task}: `bounds.{key}` must be a finite number, "
+                          f"got {value!r}")
+    return float(value)
+
+
 def _parse_task(item: Any, where: str) -> SuiteTask:
     from kaleibench.envs import tasks
 
@@ -80,9 +110,9 @@ def _parse_task(item: Any, where: str) -> SuiteTask:
     except UnknownIdError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     bounds = item.get("bounds") or {}
-    if set(bounds) != {"random", "reference"}:
+    if not isinstance(bounds, dict) or set(bounds) != {"random", "reference"}:
         raise ConfigError(f"{where}: task {item['id']} needs bounds: {{random: x, reference: y}}")
-    lo, hi = float(bounds["random"]), float(bounds["reference"])
+    lo, hi = (_bound(bounds, k, item["id"], where) for k in ("random", "reference"))
     if hi <= lo:
         raise ConfigError(f"{where}: task {item['id']}: reference bound must exceed random bound")
     return SuiteTask(item["id"], lo, hi)
@@ -96,8 +126,16 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
     for key in ("name", "tasks", "variants", "seeds", "t_max"):
         if key not in data:
             raise ConfigError(f"{source}: missing `{key}`")
+    name = safe_name(data["name"], source, "name")
+    for key in ("tasks", "variants"):
+        if not isinstance(data[key], list) or not data[key]:
+            raise ConfigError(f"{source}: `{key}` must be a non-empty list, got {data[key]!r}")
     suite_tasks = tuple(_parse_task(t, source) for t in data["tasks"])
-    names = [str(v) for v in data["variants"]]
+    no_duplicates([t.id for t in suite_tasks], source, "tasks")
+    if any(not isinstance(v, str) for v in data["variants"]):
+        raise ConfigError(f"{source}: `variants` must be a list of variant ids or YAML paths")
+    names = list(data["variants"])
+    no_duplicates(names, source, "variants")
     for v in names:
         if not v.endswith((".yaml", ".yml")) and v not in variants:
             raise ConfigError(
@@ -106,13 +144,20 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
     if not isinstance(seeds, list) or not seeds or any(
             isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ConfigError(f"{source}: `seeds` must be a non-empty list of integers >= 0")
+    no_duplicates(seeds, source, "seeds")
+    backend = data.get("backend", "numpy")
+    from kaleibench.envs import BACKENDS
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"{source}: `backend` must be one of {', '.join(BACKENDS)}, "
+                          f"got {backend!r}")
     extra = {k: _int(data, k, source) for k in (
         "n_envs", "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval")
         if k in data}
     return Suite(
-        name=str(data["name"]), version=_int(data, "version", source, 0) if "version" in data
+        name=name, version=_int(data, "version", source, 0) if "version" in data
         else 0, tasks=suite_tasks, variants=tuple(names), seeds=tuple(seeds),
-        t_max=_int(data, "t_max", source), backend=str(data.get("backend", "numpy")),
+        t_max=_int(data, "t_max", source), backend=backend,
         description=str(data.get("description", "")), source=source, **extra)
 
 

@@ -3,14 +3,20 @@
 Files (all atomic): spec.json, status.json (heartbeat), metrics.jsonl (append-only; cut back to
 the checkpoint's cursor on resume so a resumed run writes exactly the rows an uninterrupted one
 would), checkpoint.pt (full state), best.pt / final.pt (policies), final.json.
+
+Integrity (see :mod:`kaleibench.harness.integrity`): the checkpoint carries a digest of its
+payload and of metrics.jsonl up to its cursor. A checkpoint that fails either check is never
+resumed from: it is moved aside to ``checkpoint.pt.corrupt`` and the run restarts from scratch
+(deterministic, so the result is the same), with a warning that names the file and the problem.
+A completed run's status.json records the digests of final.json, the policies and metrics.jsonl.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
-import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +28,15 @@ import torch
 
 from kaleibench.algos.base import Algorithm, EnvInfo
 from kaleibench.envs import make
+from kaleibench.harness.integrity import (
+    SEAL_KEY,
+    CorruptFileError,
+    file_digests,
+    load_sealed,
+    seal,
+    sha256_file,
+)
+from kaleibench.harness.lock import my_identity
 from kaleibench.train.metrics import IntervalStats
 from kaleibench.train.rollout import collect, evaluate
 from kaleibench.train.spec import RunSpec
@@ -32,6 +47,7 @@ from kaleibench.utils.seeding import eval_seeds, numpy_stream
 from kaleibench.utils.threads import use_one_thread
 
 HEARTBEAT_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 class MetricsSink(Protocol):
@@ -60,6 +76,8 @@ class LoopState:
     last_eval_t: int = -1
     last_eval_return: float = math.nan
     metrics_bytes: int = 0
+    metrics_sha256: str = ""
+    """SHA-256 of metrics.jsonl's first ``metrics_bytes`` bytes (verified on resume)."""
     wall_time: float = 0.0
     train_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     """Sums of the learner's metrics since the last train row (:class:`IntervalStats`)."""
@@ -69,12 +87,13 @@ def write_status(run_dir: Path, state: str, t_env: int, error: str | None = None
                  **extra: Any) -> None:
     """status.json: pending / running (+heartbeat) / completed / failed (+error) / interrupted.
 
-    ``host`` and ``pid`` let a later invocation on the same host tell a live run from a dead one
-    at once, instead of waiting for the heartbeat to go stale.
+    ``host``, ``pid`` and ``pid_start`` let a later invocation on the same host tell a live run
+    from a dead one at once (even if the pid was reused), instead of waiting for the heartbeat
+    to go stale.
     """
     io.atomic_write_json(run_dir / "status.json", {
         "state": state, "t_env": t_env, "heartbeat": time.time(), "error": error,
-        "host": socket.gethostname(), "pid": os.getpid(), **extra})
+        **my_identity(), **extra})
 
 
 def spec_json(spec: RunSpec) -> dict[str, Any]:
@@ -124,34 +143,72 @@ class Run:
         self.best_policy: dict[str, Any] | None = None
         self.train_returns: list[float] = []
         self.metrics_sink: MetricsSink | None = None
+        self.notes: list[str] = []
+        """Loud, named explanations of a restart (corrupt checkpoint, metrics out of step)."""
 
     # ---------------------------------------------------------------- persistence
     def save_checkpoint(self) -> None:
         """Full state: learner (nets, targets, optimiser, buffer, RNGs), loop, seed stream."""
-        payload = {
+        metrics = self.dir / "metrics.jsonl"
+        self.state.metrics_sha256 = sha256_file(metrics, self.state.metrics_bytes)
+        payload = seal({
             "algo": self.algo.state_dict(), "loop": asdict(self.state),
             "seed_rng": self.seed_rng.bit_generator.state, "best_policy": self.best_policy,
             "train_returns": self.train_returns, "run_id": self.spec.run_id,
-        }
+        })
         io.atomic_save(self.dir / "checkpoint.pt", lambda p: torch.save(payload, p))
 
     def load_checkpoint(self) -> bool:
-        """Resume from checkpoint.pt (safe loader: no pickled code); False if none."""
+        """Resume from checkpoint.pt (safe loader: no pickled code); False if none.
+
+        A checkpoint that fails its checksum, or whose metrics.jsonl prefix is missing, short or
+        altered, is moved aside and False is returned: the run restarts from scratch, loudly.
+        """
         path = self.dir / "checkpoint.pt"
         if not path.exists():
             return False
-        payload = torch.load(path, weights_only=True)
+        try:
+            payload = load_sealed(path)
+            loop = LoopState(**payload["loop"])
+            self._check_metrics(loop)
+        except (CorruptFileError, KeyError, TypeError) as exc:
+            self._reject_checkpoint(path, exc)
+            return False
         if payload["run_id"] != self.spec.run_id:
             raise ValueError(f"{path}: checkpoint of {payload['run_id']}, not {self.spec.run_id}")
         self.algo.load_state_dict(payload["algo"])
-        self.state = LoopState(**payload["loop"])
+        self.state = loop
         self.seed_rng.bit_generator.state = payload["seed_rng"]
         self.best_policy = payload["best_policy"]
         self.train_returns = list(payload["train_returns"])
-        metrics = self.dir / "metrics.jsonl"
-        if metrics.exists():
-            io.truncate_file(metrics, self.state.metrics_bytes)
+        io.truncate_file(self.dir / "metrics.jsonl", self.state.metrics_bytes)
         return True
+
+    def _check_metrics(self, loop: LoopState) -> None:
+        """metrics.jsonl must hold, byte for byte, the rows the checkpoint's cursor covers."""
+        metrics = self.dir / "metrics.jsonl"
+        if not metrics.is_file():
+            raise CorruptFileError(metrics, f"missing, but the checkpoint covers "
+                                            f"{loop.metrics_bytes} bytes of it")
+        size = metrics.stat().st_size
+        if size < loop.metrics_bytes:
+            raise CorruptFileError(metrics, f"{size} bytes, shorter than the checkpoint's "
+                                            f"cursor ({loop.metrics_bytes} bytes)")
+        found = sha256_file(metrics, loop.metrics_bytes)
+        if found != loop.metrics_sha256:
+            raise CorruptFileError(metrics, f"first {loop.metrics_bytes} bytes differ from "
+                                            "what the checkpoint recorded",
+                                   loop.metrics_sha256 or "(none recorded)", found)
+
+    def _reject_checkpoint(self, path: Path, exc: Exception) -> None:
+        """Never resume from an untrusted state: move it aside and say so."""
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        note = (f"restarted from scratch: {exc}" if isinstance(exc, CorruptFileError)
+                else f"restarted from scratch: {path}: malformed checkpoint ({exc!r})")
+        note += f"; the checkpoint was moved to {aside.name}"
+        self.notes.append(note)
+        log.warning("%s", note)
 
     def log(self, row: dict[str, Any]) -> None:
         """Append a metrics row and advance the cursor; mirror it to the sink, if any."""
@@ -210,7 +267,7 @@ class Run:
         if st.last_eval_t != st.t_env:
             self.eval_and_log()
         final_rows = [r for r in io.read_jsonl(self.dir / "metrics.jsonl")
-                      if r.get("kind") == "eval" and r["t_env"] == st.t_env]
+                      if r.get("kind") == "eval" and r.get("t_env") == st.t_env]
         final_returns = final_rows[-1]["returns"]
         io.atomic_save(self.dir / "final.pt",
                        lambda p: torch.save({"policy": self.algo.policy_state()}, p))
@@ -235,8 +292,11 @@ class Run:
             "steps_per_second": st.t_env / wall if wall > 0 else 0.0, "wall_time_s": wall,
         }
         io.atomic_write_json(self.dir / "final.json", final)
+        extra: dict[str, Any] = {SEAL_KEY: file_digests(self.dir)}
+        if self.notes:
+            extra["notes"] = self.notes
+        write_status(self.dir, "completed", st.t_env, **extra)
         (self.dir / "checkpoint.pt").unlink(missing_ok=True)
-        write_status(self.dir, "completed", st.t_env)
         return final
 
     def run(self) -> dict[str, Any]:
@@ -255,12 +315,15 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         use_one_thread()
         resumed = self.load_checkpoint()
-        if resumed:
-            note_resume_numerics(self.dir)
-        else:
+        if not resumed:
             io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))
             (self.dir / "metrics.jsonl").write_bytes(b"")
-            (self.dir / "final.json").unlink(missing_ok=True)
+            for stale in ("final.json", "final.pt", "best.pt"):
+                (self.dir / stale).unlink(missing_ok=True)
+        elif not _readable_object(self.dir / "spec.json"):
+            io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))  # provenance
+        else:
+            note_resume_numerics(self.dir)
         st, spec = self.state, self.spec
         if spec.tensorboard:
             from kaleibench.utils.tensorboard import TB_DIR, TensorBoardSink
@@ -268,7 +331,8 @@ class Run:
             self.metrics_sink = TensorBoardSink(
                 self.dir / TB_DIR, replay=io.read_jsonl(self.dir / "metrics.jsonl"))
         started, beat = time.time(), 0.0
-        write_status(self.dir, "running", st.t_env, resumed=resumed)
+        notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
+        write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0
         stop = _GracefulStop()
         bar = tqdm(total=t_max, initial=min(st.t_env, t_max), disable=not self.progress,
@@ -296,7 +360,7 @@ class Run:
                     raise KeyboardInterrupt
                 if time.time() - beat > HEARTBEAT_SECONDS:
                     beat = time.time()
-                    write_status(self.dir, "running", st.t_env, resumed=resumed)
+                    write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         except KeyboardInterrupt:
             st.wall_time += time.time() - started
             self.save_checkpoint()
@@ -306,6 +370,14 @@ class Run:
             bar.close()
             stop.restore()
         return self._finish(started)
+
+
+def _readable_object(path: Path) -> bool:
+    try:
+        io.read_json_object(path)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class _GracefulStop:

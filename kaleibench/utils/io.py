@@ -1,8 +1,10 @@
 """Crash-safe file writes: a reader never sees a half-written file.
 
 Every whole-file write goes to a temporary file in the same folder, is fsync'ed, then renamed
-over the target with ``os.replace`` (atomic on POSIX). Append-only JSONL rows are written whole
-with one ``write`` + fsync; readers drop a torn last line.
+over the target with ``os.replace`` (atomic on POSIX), and the folder is fsync'ed so the rename
+itself survives a power loss. Append-only JSONL rows are written whole with one ``write`` +
+fsync; readers drop a torn or undecodable line. A process killed mid-write leaves its
+``.<name>.*.tmp`` behind; :func:`remove_orphan_temps` clears those on the next run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,18 +50,71 @@ def atomic_save(path: str | Path, writer: Callable[[str], None]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a folder, so a rename or a new file in it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+ORPHAN_LOCK_SECONDS = 600.0
+"""A lock's temp file (``*.ltmp``) lives for milliseconds; one this old was left by a kill."""
+
+
+def remove_orphan_temps(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files that killed atomic writes left in ``folder`` (and
+    lock temp files ``*.ltmp`` older than ``ORPHAN_LOCK_SECONDS``).
+
+    Only call this while holding the folder's lock: a live writer's temp file looks the same.
+    """
+    removed = []
+    now = time.time()
+    old_lock_temps = [p for p in Path(folder).glob(".*.ltmp")
+                      if _age(p, now) > ORPHAN_LOCK_SECONDS]
+    for tmp in [*Path(folder).glob(".*.tmp"), *old_lock_temps]:
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError as exc:
+            log.warning("%s: could not remove orphan temp file (%s)", tmp, exc)
+    return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; raise ``ValueError`` naming the file if it is corrupt."""
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: corrupt JSON ({exc})") from exc
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """Read a file that must hold a JSON object; ``ValueError`` naming the file otherwise."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> int:
@@ -82,7 +138,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("%s:%d: skipping a torn/corrupt line", path, k + 1)
             continue
         if isinstance(row, dict):
@@ -91,7 +147,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def truncate_file(path: str | Path, size: int) -> None:
-    """Cut ``path`` back to ``size`` bytes (used to drop rows written after a checkpoint)."""
+    """Cut ``path`` back to ``size`` bytes (used to drop rows written after a checkpoint).
+
+    Raises:
+        ValueError: If the file is shorter than ``size`` (truncate would pad it with NULs).
+    """
+    actual = os.path.getsize(path)
+    if actual < size:
+        raise ValueError(f"{path}: {actual} bytes, shorter than the expected {size}")
     with open(path, "r+b") as fh:
         fh.truncate(size)
         fh.flush()

@@ -51,7 +51,8 @@ def test_evaluate_reproduces_recorded_final_and_absolute_returns(
     assert result.returns.tolist() == final["final_returns"]  # exactly, same seeds
     assert result.agent_returns.shape == (4, 3)
     np.testing.assert_allclose(result.agent_returns.sum(axis=1), result.returns, rtol=1e-5)
-    best = evaluate_run(run_dir, "best", episodes=40)  # the run's "absolute" re-evaluation
+    # the run's "absolute" re-evaluation: 10x episodes on the seeds after the eval seeds
+    best = evaluate_run(run_dir, "best", seeds=eval_seeds(40, offset=4))
     assert best.returns.tolist() == final["absolute_returns"]
     assert main(["evaluate", str(run_dir)]) == 0
     out = capsys.readouterr().out

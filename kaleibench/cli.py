@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (e.g. auto); default: local Ray")
     run.add_argument("--backend", choices=["numpy", "mpe2"],
                      help="env backend: numpy (batched, default) or mpe2 (the reference)")
+    run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                     help="override config fields of every chosen variant (values are YAML "
+                          "scalars, e.g. --set lr=1e-3 td_lambda=0.6); each overridden "
+                          "variant is named <variant>+key=value")
+    run.add_argument("--sweep", nargs="+", action="extend", metavar="KEY=V1,V2", default=[],
+                     help="grid over config fields (e.g. --sweep lr=1e-4,5e-4,1e-3): every "
+                          "point is a variant of its own in the same results folder")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--tensorboard", action="store_true",
@@ -137,7 +144,6 @@ def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, then execute the grid."""
-    from kaleibench.algos import load_variant
     from kaleibench.harness.grid import expand
     from kaleibench.harness.runner import execute, write_suite_json
     from kaleibench.harness.suite import load_suite, parse_suite
@@ -145,7 +151,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite) if args.suite else parse_suite(
         _single_cell_suite(args), "command line")
     suite = _apply_overrides(suite, args)
-    cells = expand(suite, args.variants, args.tasks, args.seeds)
+    overridden = bool(getattr(args, "set", None) or getattr(args, "sweep", None))
+    if overridden:
+        suite = _with_config_overrides(suite, args)
+    cells = expand(suite, None if overridden else args.variants, args.tasks, args.seeds)
     if getattr(args, "tensorboard", False):
         cells = _with_tensorboard(cells)
     out = Path(args.out or Path("results") / "runs" / suite.name)
@@ -157,8 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadInput(f"output folder {out} is not writable: {exc}") from exc
     suite_json = suite.to_json()
-    if args.variants:
-        suite_json["variants"] = [load_variant(v).name for v in args.variants]
+    if args.variants or overridden:
+        suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
     write_suite_json(out, suite_json)
     if getattr(args, "executor", "local") == "ray":
         from kaleibench.harness.runner import execute_ray
@@ -177,6 +186,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if counts.get("interrupted"):
         return 130
     return 1 if summary.failed else 0
+
+
+def _with_config_overrides(suite: Any, args: argparse.Namespace) -> Any:
+    """The suite with ``--set``/``--sweep`` applied to every chosen variant (all validated)."""
+    from dataclasses import replace
+
+    from kaleibench.overrides import check_unique, parse_assignments, parse_sweep, with_overrides
+
+    entries = with_overrides(args.variants or suite.variants, parse_assignments(args.set),
+                             parse_sweep(args.sweep), "command line --set/--sweep")
+    check_unique(entries)
+    return replace(suite, variants=tuple(entries))
 
 
 def _with_tensorboard(cells: list[Any]) -> list[Any]:

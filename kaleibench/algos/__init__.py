@@ -36,6 +36,11 @@ class Variant:
     config: Any
     description: str = ""
     source: str = ""
+    base: str = ""
+    """For a variant derived by config overrides (``qmix+lr=0.001``): the variant it derives
+    from; empty otherwise (see :mod:`kaleibench.overrides`)."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """The overridden config fields of a derived variant, sorted by key (empty otherwise)."""
 
     @property
     def algo_class(self) -> Any:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kaleibench.algos import Variant, load_variant
 from kaleibench.envs import task_spec
 from kaleibench.harness.suite import Suite
+from kaleibench.overrides import resolve
 from kaleibench.train.spec import RunSpec
 
 
@@ -22,7 +23,8 @@ class Cell:
 def expand(suite: Suite, variants: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
            seeds: Sequence[int] | None = None) -> list[Cell]:
     """All cells of ``suite`` (optionally restricted/overridden), in a stable order."""
-    chosen: list[Variant] = [load_variant(v) for v in (variants or suite.variants)]
+    chosen: list[Variant] = [load_variant(v) if isinstance(v, str) else resolve(v)
+                             for v in (variants or suite.variants)]
     task_ids = list(tasks or [t.id for t in suite.tasks])
     cells = []
     for variant in chosen:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kaleibench.config import ConfigError, load_yaml, stable_hash
+from kaleibench.overrides import VariantRequest, check_unique, parse_variant_entries
 from kaleibench.paths import data_dir
 from kaleibench.registry import UnknownIdError, did_you_mean
 
@@ -31,7 +32,8 @@ class Suite:
     name: str
     version: int
     tasks: tuple[SuiteTask, ...]
-    variants: tuple[str, ...]
+    variants: tuple[str | VariantRequest, ...]
+    """Variant ids or YAML paths, or requests with overrides (:mod:`kaleibench.overrides`)."""
     seeds: tuple[int, ...]
     t_max: int
     n_envs: int = 8
@@ -49,7 +51,8 @@ class Suite:
             "name": self.name, "version": self.version,
             "tasks": [{"id": t.id, "bounds": {"random": t.random, "reference": t.reference}}
                       for t in self.tasks],
-            "variants": list(self.variants), "seeds": list(self.seeds), "t_max": self.t_max,
+            "variants": [v if isinstance(v, str) else v.name for v in self.variants],
+            "seeds": list(self.seeds), "t_max": self.t_max,
             "n_envs": self.n_envs, "eval_interval": self.eval_interval,
             "eval_episodes": self.eval_episodes,
         }
@@ -97,11 +100,14 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
         if key not in data:
             raise ConfigError(f"{source}: missing `{key}`")
     suite_tasks = tuple(_parse_task(t, source) for t in data["tasks"])
-    names = [str(v) for v in data["variants"]]
-    for v in names:
+    names = parse_variant_entries(data["variants"], source)
+    for entry in names:
+        v = entry.base if isinstance(entry, VariantRequest) else entry
         if not v.endswith((".yaml", ".yml")) and v not in variants:
             raise ConfigError(
                 f"{source}: unknown variant `{v}`.{did_you_mean(v, variants.names())}")
+    if any(isinstance(entry, VariantRequest) for entry in names):
+        check_unique(names)  # validates every override now, before anything runs
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds or any(
             isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):

@@ -88,6 +88,8 @@ def spec_json(spec: RunSpec) -> dict[str, Any]:
         "task_spec": spec.identity()["task"], "config_hash": spec.config_hash,
         "versions": package_versions(), "git_sha": git_sha(), "platform": platform_string(),
         "python": platform_string().split("-py")[-1], "numerics": numerics_fingerprint(),
+        **({"base_variant": spec.variant.base, "overrides": dict(spec.variant.overrides)}
+           if spec.variant.overrides else {}),
     }
 
 

@@ -118,9 +118,20 @@ def _single_cell_suite(args: argparse.Namespace) -> dict[str, object]:
         raise BadInput("give --suite, or --variant and --task (and optionally --seed, --t-max)")
     for t in args.tasks:
         task_spec(t)
-    return {"name": "adhoc", "version": 0,
-            "tasks": [{"id": t, "bounds": {"random": -1.0, "reference": 0.0}} for t in args.tasks],
+    return {"name": "adhoc", "version": 0, "tasks": [_adhoc_task(t) for t in args.tasks],
             "variants": args.variants, "seeds": args.seeds or [0], "t_max": args.t_max or 100_000}
+
+
+def _adhoc_task(task_id: str) -> dict[str, object]:
+    """A single run's task with its measured bounds (placeholders, with a warning, if none)."""
+    from kaleibench.envs.tasks import task_bounds
+
+    bounds = task_bounds(task_id)
+    if bounds is None:
+        print(f"kaleibench: warning: {task_id} has no measured normalisation bounds; "
+              "normalised scores in reports of this run are not meaningful", file=sys.stderr)
+        bounds = (-1.0, 0.0)
+    return {"id": task_id, "bounds": {"random": bounds[0], "reference": bounds[1]}}
 
 
 def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:

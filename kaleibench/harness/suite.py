@@ -82,13 +82,21 @@ def _parse_task(item: Any, where: str) -> SuiteTask:
         tasks.get(item["id"])
     except UnknownIdError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    bounds = item.get("bounds") or {}
+    bounds = item.get("bounds") or _measured_bounds(item["id"])
     if set(bounds) != {"random", "reference"}:
         raise ConfigError(f"{where}: task {item['id']} needs bounds: {{random: x, reference: y}}")
     lo, hi = float(bounds["random"]), float(bounds["reference"])
     if hi <= lo:
         raise ConfigError(f"{where}: task {item['id']}: reference bound must exceed random bound")
     return SuiteTask(item["id"], lo, hi)
+
+
+def _measured_bounds(task_id: str) -> dict[str, float]:
+    """The task table's bounds, used when a suite task gives none (empty if not measured)."""
+    from kaleibench.envs.tasks import task_bounds
+
+    measured = task_bounds(task_id)
+    return {} if measured is None else {"random": measured[0], "reference": measured[1]}
 
 
 def parse_suite(data: dict[str, Any], source: str) -> Suite:

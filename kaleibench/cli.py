@@ -16,7 +16,12 @@ class BadInput(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kaleibench", description=__doc__)
+    from kaleibench.cli_support import version
+
+    p = argparse.ArgumentParser(
+        prog="kaleibench", description="kaleibench: cooperative multi-agent RL benchmark on MPE. "
+        "Run suites or single cells, follow them, report and gate them.")
+    p.add_argument("--version", action="version", version=f"kaleibench {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="variants, tasks and suites in the registry")
     run = sub.add_parser("run", help="run a suite, or one variant/task/seed cell")
@@ -96,10 +101,15 @@ def cmd_list() -> int:
 
     print("variants:")
     for name in variants.names():
-        v = load_variant(name)
+        try:
+            v = load_variant(name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a plugin's variant: list the others
+            print(f"  {name:<14} (cannot be loaded: {exc})")
+            continue
         flags = [] if v.learns else ["reference"]
         flags += ["needs-subtasks"] if v.needs_subtasks else []
-        print(f"  {name:<14} {v.algo:<45} {' '.join(flags)}")
+        tags = f"  [{' '.join(flags)}]" if flags else ""
+        print(f"  {name:<14} {v.description or v.algo}{tags}")
     print("tasks:")
     for tid in tasks.names():
         spec = tasks.get(tid)
@@ -241,10 +251,14 @@ def _results_dir(path: str) -> Path:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report; incomplete grids are refused unless --allow-incomplete."""
     from kaleibench.analysis.report import write_report
+    from kaleibench.cli_support import check_report_input, ensure_writable_dir
 
     if args.reps < 100:
         raise BadInput(f"--reps must be >= 100, got {args.reps}")
-    path = write_report(_results_dir(args.results), args.out, baseline=args.baseline,
+    results = _results_dir(args.results)
+    check_report_input(results, args.baseline)
+    ensure_writable_dir(args.out or results / "report", "report --out folder")
+    path = write_report(results, args.out, baseline=args.baseline,
                         seed=args.seed, reps=args.reps, allow_incomplete=args.allow_incomplete,
                         kind=args.score, figures=not args.no_figures)
     print(f"report written to {path}")
@@ -345,7 +359,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kaleibench`` console script."""
+    from kaleibench.cli_support import pipe_safe
+
     args = _parser().parse_args(argv)
+    return pipe_safe(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; user errors exit 2, refusals 1."""
+    from kaleibench.cli_support import UsageError
     from kaleibench.config import ConfigError
     from kaleibench.registry import UnknownIdError
 
@@ -366,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_reference(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
-    except (BadInput, ConfigError, UnknownIdError) as exc:
+    except (BadInput, UsageError, ConfigError, UnknownIdError) as exc:
         print(f"kaleibench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValueError as exc:  # e.g. an incomplete grid refused by report/reference

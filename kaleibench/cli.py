@@ -186,6 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe.unlink()
     except OSError as exc:
         raise BadInput(f"output folder {out} is not writable: {exc}") from exc
+    _check_folder(cells, out, args)
     suite_json = suite.to_json()
     if args.variants or overridden:
         suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
@@ -201,12 +202,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = summary.counts
     print(f"{len(summary.outcomes)} cells in {out}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if counts.get("skipped"):
+        print(f"  skipped {counts['skipped']}: already completed in {out} (reused, not re-run; "
+              "use another --out to run them again)")
     for o in summary.outcomes:
         if o.state in ("failed", "interrupted", "busy"):
             print(f"  {o.state}: {o.run_id}  {o.detail}")
     if counts.get("interrupted"):
         return 130
     return 1 if summary.failed else 0
+
+
+def _check_folder(cells: list[Any], out: Path, args: argparse.Namespace) -> None:
+    """Refuse a folder that holds other runs; say what is reused and how to get what was asked."""
+    from kaleibench.harness.reuse import inspect_folder
+
+    sinks = [name for name in ("tensorboard", "csv") if getattr(args, name, False)]
+    check = inspect_folder(cells, out, sinks)
+    if check.conflicts:
+        raise BadInput(check.conflict_message())
+    for line in check.notes():
+        print(line, file=sys.stderr)
 
 
 def _with_config_overrides(suite: Any, args: argparse.Namespace) -> Any:

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", action="store_true",
                      help="also write metrics as TensorBoard scalars under each run's "
                           "tensorboard/ (pip install kaleibench[tensorboard])")
+    run.add_argument("--csv", action="store_true",
+                     help="also write metrics as <run>/metrics.csv (kind,t_env,metric,value)")
+    run.add_argument("--wandb", action="store_true",
+                     help="also log metrics to Weights & Biases (project $WANDB_PROJECT, "
+                          "default kaleibench; WANDB_MODE=offline to stay local; "
+                          "pip install 'kaleibench[wandb]')")
     status = sub.add_parser("status", help="per-cell state of a results folder")
     status.add_argument("results")
     report = sub.add_parser("report", help="tables, figures and report.md for a results folder")
@@ -178,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cells = expand(suite, None if overridden else args.variants, args.tasks, args.seeds)
     if getattr(args, "tensorboard", False):
         cells = _with_tensorboard(cells)
+    cells = _with_sinks(cells, args)
     out = Path(args.out or Path("results") / "runs" / suite.name)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +242,23 @@ def _with_config_overrides(suite: Any, args: argparse.Namespace) -> Any:
                              parse_sweep(args.sweep), "command line --set/--sweep")
     check_unique(entries)
     return replace(suite, variants=tuple(entries))
+
+
+def _with_sinks(cells: list[Any], args: argparse.Namespace) -> list[Any]:
+    """The cells with the ``--csv``/``--wandb`` sinks on (run ids are unchanged)."""
+    from dataclasses import replace
+
+    names = tuple(n for n in ("csv", "wandb") if getattr(args, n, False))
+    if not names:
+        return cells
+    if "wandb" in names:
+        from kaleibench.utils.sinks import WandbUnavailable, require_wandb
+
+        try:
+            require_wandb()
+        except WandbUnavailable as exc:
+            raise BadInput(str(exc)) from exc
+    return [replace(c, spec=replace(c.spec, sinks=names)) for c in cells]
 
 
 def _with_tensorboard(cells: list[Any]) -> list[Any]:

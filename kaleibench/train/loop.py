@@ -25,6 +25,7 @@ from kaleibench.envs import make
 from kaleibench.train.metrics import IntervalStats
 from kaleibench.train.rollout import collect, evaluate
 from kaleibench.train.spec import RunSpec
+from kaleibench.train.timing import RunClock
 from kaleibench.utils import io
 from kaleibench.utils.fingerprint import numerics_fingerprint
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
@@ -126,6 +127,7 @@ class Run:
         self.best_policy: dict[str, Any] | None = None
         self.train_returns: list[float] = []
         self.metrics_sink: MetricsSink | None = None
+        self.clock: RunClock | None = None
 
     # ---------------------------------------------------------------- persistence
     def save_checkpoint(self) -> None:
@@ -157,6 +159,8 @@ class Run:
 
     def log(self, row: dict[str, Any]) -> None:
         """Append a metrics row and advance the cursor; mirror it to the sink, if any."""
+        if self.clock is not None:
+            row.update(self.clock.fields(str(row.get("kind")), int(row.get("t_env", 0))))
         self.state.metrics_bytes = io.append_jsonl(self.dir / "metrics.jsonl", row)
         if self.metrics_sink is not None:
             self.metrics_sink.write(row)
@@ -269,7 +273,14 @@ class Run:
 
             self.metrics_sink = TensorBoardSink(
                 self.dir / TB_DIR, replay=io.read_jsonl(self.dir / "metrics.jsonl"))
+        if spec.sinks:
+            from kaleibench.utils.sinks import open_sinks
+
+            self.metrics_sink = open_sinks(spec.sinks, spec_json(spec), self.dir,
+                                           self.metrics_sink,
+                                           io.read_jsonl(self.dir / "metrics.jsonl"))
         started, beat = time.time(), 0.0
+        self.clock = RunClock(st.wall_time, st.t_env)
         write_status(self.dir, "running", st.t_env, resumed=resumed)
         t_max = spec.t_max if self.algo.learns else 0
         stop = _GracefulStop()

@@ -103,6 +103,7 @@ def cmd_list() -> int:
     """Print the registries."""
     from kaleibench.algos import load_variant, variants
     from kaleibench.envs import tasks
+    from kaleibench.harness.cost import relative_cost
     from kaleibench.harness.suite import suite_names
 
     print("variants:")
@@ -115,6 +116,8 @@ def cmd_list() -> int:
         flags = [] if v.learns else ["reference"]
         flags += ["needs-subtasks"] if v.needs_subtasks else []
         tags = f"  [{' '.join(flags)}]" if flags else ""
+        cost = relative_cost(name)
+        tags += f"  (cost {cost:.1f}x qmix per env step)" if cost is not None else ""
         print(f"  {name:<14} {v.description or v.algo}{tags}")
     print("tasks:")
     for tid in tasks.names():
@@ -215,7 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in summary.outcomes:
         if o.state in ("failed", "interrupted", "busy"):
             print(f"  {o.state}: {o.run_id}  {o.detail}")
-    if counts.get("interrupted"):
+    if counts.get("interrupted") or counts.get("pending"):
+        print(f"  stopped: re-run the same command to resume ({counts.get('pending', 0)} cells "
+              "never started)")
         return 130
     return 1 if summary.failed else 0
 

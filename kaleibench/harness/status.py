@@ -79,4 +79,8 @@ def print_status(root: Path) -> int:
     for run_dir in run_dirs:
         state, detail = _row(run_dir)
         print(f"{state:<11} {run_dir.relative_to(root)}  {detail}")
+    from kaleibench.harness.cost import status_summary
+
+    for line in status_summary(root):
+        print(line)
     return 0

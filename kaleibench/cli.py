@@ -222,6 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  stopped: re-run the same command to resume ({counts.get('pending', 0)} cells "
               "never started)")
         return 130
+    if counts.get("completed") or counts.get("skipped"):
+        print(f"next: kaleibench status {out}   or   kaleibench report {out}")
     return 1 if summary.failed else 0
 
 

@@ -441,6 +441,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. an incomplete grid refused by report/reference
         print(f"kaleibench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("kaleibench: interrupted", file=sys.stderr)
+        return 130
     return EXIT_BAD_INPUT
 
 

@@ -95,20 +95,31 @@ def run_pool(todo: Sequence[RunSpec], root: Path, workers: int, progress: bool,
             if bar is not None:
                 bar.update(running.values())
     except KeyboardInterrupt:  # the second Ctrl-C: stop the workers now
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        for spec in running.values():
-            results.append(outcome(spec.run_id, "interrupted",
-                                   "stopped at once; resumes from its last checkpoint"))
-        running.clear()
+        _stop_now(pool, running, results, outcome)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:  # the second Ctrl-C while the last cells checkpoint
+            _stop_now(pool, running, results, outcome)
+            pool.shutdown(wait=False, cancel_futures=True)
         stop.restore()
         if bar is not None:
             bar.close()
     for spec in queue:
         results.append(outcome(spec.run_id, "pending", "not started (stopped)"))
     return results
+
+
+def _stop_now(pool: ProcessPoolExecutor, running: dict[Future[Any], RunSpec],
+              results: list[Any], outcome: Callable[..., Any]) -> None:
+    """Terminate the workers; their cells are interrupted (they resume from a checkpoint)."""
+    processes = getattr(pool, "_processes", None) or {}
+    for proc in list(processes.values()):
+        proc.terminate()
+    for spec in running.values():
+        results.append(outcome(spec.run_id, "interrupted",
+                               "stopped at once; resumes from its last checkpoint"))
+    running.clear()
 
 
 class _Bar:

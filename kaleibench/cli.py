@@ -16,7 +16,12 @@ class BadInput(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kaleibench", description=__doc__)
+    from kaleibench.cli_support import version
+
+    p = argparse.ArgumentParser(
+        prog="kaleibench", description="kaleibench: cooperative multi-agent RL benchmark on MPE. "
+        "Run suites or single cells, follow them, report and gate them.")
+    p.add_argument("--version", action="version", version=f"kaleibench {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="variants, tasks and suites in the registry")
     run = sub.add_parser("run", help="run a suite, or one variant/task/seed cell")
@@ -33,11 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (e.g. auto); default: local Ray")
     run.add_argument("--backend", choices=["numpy", "mpe2"],
                      help="env backend: numpy (batched, default) or mpe2 (the reference)")
+    run.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", default=[],
+                     help="override config fields of every chosen variant (values are YAML "
+                          "scalars, e.g. --set lr=1e-3 td_lambda=0.6); each overridden "
+                          "variant is named <variant>+key=value")
+    run.add_argument("--sweep", nargs="+", action="extend", metavar="KEY=V1,V2", default=[],
+                     help="grid over config fields (e.g. --sweep lr=1e-4,5e-4,1e-3): every "
+                          "point is a variant of its own in the same results folder")
     run.add_argument("--retry-failed", action="store_true", help="re-run failed cells")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--tensorboard", action="store_true",
                      help="also write metrics as TensorBoard scalars under each run's "
                           "tensorboard/ (pip install kaleibench[tensorboard])")
+    run.add_argument("--csv", action="store_true",
+                     help="also write metrics as <run>/metrics.csv (kind,t_env,metric,value)")
+    run.add_argument("--wandb", action="store_true",
+                     help="also log metrics to Weights & Biases (project $WANDB_PROJECT, "
+                          "default kaleibench; WANDB_MODE=offline to stay local; "
+                          "pip install 'kaleibench[wandb]')")
     status = sub.add_parser("status", help="per-cell state of a results folder")
     status.add_argument("results")
     report = sub.add_parser("report", help="tables, figures and report.md for a results folder")
@@ -85,14 +103,22 @@ def cmd_list() -> int:
     """Print the registries."""
     from kaleibench.algos import load_variant, variants
     from kaleibench.envs import tasks
+    from kaleibench.harness.cost import relative_cost
     from kaleibench.harness.suite import suite_names
 
     print("variants:")
     for name in variants.names():
-        v = load_variant(name)
+        try:
+            v = load_variant(name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a plugin's variant: list the others
+            print(f"  {name:<14} (cannot be loaded: {exc})")
+            continue
         flags = [] if v.learns else ["reference"]
         flags += ["needs-subtasks"] if v.needs_subtasks else []
-        print(f"  {name:<14} {v.algo:<45} {' '.join(flags)}")
+        tags = f"  [{' '.join(flags)}]" if flags else ""
+        cost = relative_cost(name)
+        tags += f"  (cost {cost:.1f}x qmix per env step)" if cost is not None else ""
+        print(f"  {name:<14} {v.description or v.algo}{tags}")
     print("tasks:")
     for tid in tasks.names():
         spec = tasks.get(tid)
@@ -111,9 +137,20 @@ def _single_cell_suite(args: argparse.Namespace) -> dict[str, object]:
         raise BadInput("give --suite, or --variant and --task (and optionally --seed, --t-max)")
     for t in args.tasks:
         task_spec(t)
-    return {"name": "adhoc", "version": 0,
-            "tasks": [{"id": t, "bounds": {"random": -1.0, "reference": 0.0}} for t in args.tasks],
+    return {"name": "adhoc", "version": 0, "tasks": [_adhoc_task(t) for t in args.tasks],
             "variants": args.variants, "seeds": args.seeds or [0], "t_max": args.t_max or 100_000}
+
+
+def _adhoc_task(task_id: str) -> dict[str, object]:
+    """A single run's task with its measured bounds (placeholders, with a warning, if none)."""
+    from kaleibench.envs.tasks import task_bounds
+
+    bounds = task_bounds(task_id)
+    if bounds is None:
+        print(f"kaleibench: warning: {task_id} has no measured normalisation bounds; "
+              "normalised scores in reports of this run are not meaningful", file=sys.stderr)
+        bounds = (-1.0, 0.0)
+    return {"id": task_id, "bounds": {"random": bounds[0], "reference": bounds[1]}}
 
 
 def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
@@ -145,13 +182,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite) if args.suite else parse_suite(
         _single_cell_suite(args), "command line")
     suite = _apply_overrides(suite, args)
-    cells = expand(suite, args.variants, args.tasks, args.seeds)
+    overridden = bool(getattr(args, "set", None) or getattr(args, "sweep", None))
+    if overridden:
+        suite = _with_config_overrides(suite, args)
+    cells = expand(suite, None if overridden else args.variants, args.tasks, args.seeds)
     if getattr(args, "tensorboard", False):
         cells = _with_tensorboard(cells)
+    cells = _with_sinks(cells, args)
     out = Path(args.out or Path("results") / "runs" / suite.name)
     suite_json = suite.to_json()
     # Folder names, not YAML paths: report and check look the variants up by folder.
     suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
+    _check_folder(cells, out, args)  # reads only: refuses a folder holding other runs
     try:
         lock = lock_results(out)  # the first write into the folder; doubles as a write probe
     except LockHeld as exc:
@@ -176,12 +218,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = summary.counts
     print(f"{len(summary.outcomes)} cells in {out}: "
           + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if counts.get("skipped"):
+        print(f"  skipped {counts['skipped']}: already completed in {out} (reused, not re-run; "
+              "use another --out to run them again)")
     for o in summary.outcomes:
         if o.state in ("failed", "interrupted", "busy") or (o.state == "completed" and o.detail):
             print(f"  {o.state}: {o.run_id}  {o.detail}")
-    if counts.get("interrupted"):
+    if counts.get("interrupted") or counts.get("pending"):
+        print(f"  stopped: re-run the same command to resume ({counts.get('pending', 0)} cells "
+              "never started)")
         return 130
+    if counts.get("completed") or counts.get("skipped"):
+        print(f"next: kaleibench status {out}   or   kaleibench report {out}")
     return 1 if summary.failed or counts.get("busy") else 0
+
+
+def _check_folder(cells: list[Any], out: Path, args: argparse.Namespace) -> None:
+    """Refuse a folder that holds other runs; say what is reused and how to get what was asked."""
+    from kaleibench.harness.reuse import inspect_folder
+
+    sinks = [name for name in ("tensorboard", "csv") if getattr(args, name, False)]
+    check = inspect_folder(cells, out, sinks)
+    if check.conflicts:
+        raise BadInput(check.conflict_message())
+    for line in check.notes():
+        print(line, file=sys.stderr)
+
+
+def _with_config_overrides(suite: Any, args: argparse.Namespace) -> Any:
+    """The suite with ``--set``/``--sweep`` applied to every chosen variant (all validated)."""
+    from dataclasses import replace
+
+    from kaleibench.overrides import check_unique, parse_assignments, parse_sweep, with_overrides
+
+    entries = with_overrides(args.variants or suite.variants, parse_assignments(args.set),
+                             parse_sweep(args.sweep), "command line --set/--sweep")
+    check_unique(entries)
+    return replace(suite, variants=tuple(entries))
+
+
+def _with_sinks(cells: list[Any], args: argparse.Namespace) -> list[Any]:
+    """The cells with the ``--csv``/``--wandb`` sinks on (run ids are unchanged)."""
+    from dataclasses import replace
+
+    names = tuple(n for n in ("csv", "wandb") if getattr(args, n, False))
+    if not names:
+        return cells
+    if "wandb" in names:
+        from kaleibench.utils.sinks import WandbUnavailable, require_wandb
+
+        try:
+            require_wandb()
+        except WandbUnavailable as exc:
+            raise BadInput(str(exc)) from exc
+    return [replace(c, spec=replace(c.spec, sinks=names)) for c in cells]
 
 
 def _with_tensorboard(cells: list[Any]) -> list[Any]:
@@ -214,10 +304,14 @@ def _results_dir(path: str) -> Path:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report; incomplete grids are refused unless --allow-incomplete."""
     from kaleibench.analysis.report import write_report
+    from kaleibench.cli_support import check_report_input, ensure_writable_dir
 
     if args.reps < 100:
         raise BadInput(f"--reps must be >= 100, got {args.reps}")
-    path = write_report(_results_dir(args.results), args.out, baseline=args.baseline,
+    results = _results_dir(args.results)
+    check_report_input(results, args.baseline)
+    ensure_writable_dir(args.out or results / "report", "report --out folder")
+    path = write_report(results, args.out, baseline=args.baseline,
                         seed=args.seed, reps=args.reps, allow_incomplete=args.allow_incomplete,
                         kind=args.score, figures=not args.no_figures)
     print(f"report written to {path}")
@@ -318,7 +412,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kaleibench`` console script."""
+    from kaleibench.cli_support import pipe_safe
+
     args = _parser().parse_args(argv)
+    return pipe_safe(lambda: _dispatch(args))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command; user errors exit 2, refusals 1."""
+    from kaleibench.cli_support import UsageError
     from kaleibench.config import ConfigError
     from kaleibench.registry import UnknownIdError
 
@@ -339,12 +441,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_reference(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
-    except (BadInput, ConfigError, UnknownIdError) as exc:
+    except (BadInput, UsageError, ConfigError, UnknownIdError) as exc:
         print(f"kaleibench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValueError as exc:  # e.g. an incomplete grid refused by report/reference
         print(f"kaleibench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("kaleibench: interrupted", file=sys.stderr)
+        return 130
     return EXIT_BAD_INPUT
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def test_plugin_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         env = kaleibench.make("mpe/spread-v0", n_envs=4)
         algo = replace(variant, config=replace(variant.config, batch_size=4)).build(
             EnvInfo.of(env), 0)
-        stats = algo.train_on(collect(env, algo, 0, True).batch, 0)
+        batch = collect(env, algo, 0, True).batch
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the README's code must run without warnings
+            stats = algo.train_on(batch, 0)
         assert stats["l2"] > 0
     finally:
         sys.modules.pop("my_plugin", None)

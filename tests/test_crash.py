@@ -16,6 +16,7 @@ import pytest
 
 from kaleibench.cli import main
 from kaleibench.harness.status import file_problems
+from kaleibench.train.timing import strip_timing
 from kaleibench.utils import io
 
 SUITE = """
@@ -56,7 +57,7 @@ def _wait_for_steps(out: Path, t_env: int, proc: subprocess.Popen[bytes]) -> Non
 
 def _result(out: Path) -> tuple[list[dict[str, object]], dict[str, object]]:
     final = io.read_json(out / RUN / "final.json")
-    return io.read_jsonl(out / RUN / "metrics.jsonl"), {
+    return [strip_timing(r) for r in io.read_jsonl(out / RUN / "metrics.jsonl")], {
         k: v for k, v in final.items() if k not in TIMING}
 
 

@@ -15,6 +15,7 @@ from kaleibench.harness.runner import execute
 from kaleibench.harness.suite import load_suite
 from kaleibench.train import loop
 from kaleibench.train.spec import RunSpec
+from kaleibench.train.timing import strip_timing
 from kaleibench.utils import io
 
 
@@ -29,7 +30,8 @@ def _spec(variant: str = "qmix", **kw: object) -> RunSpec:
 
 
 def _rows(run_dir: Path) -> list[dict[str, object]]:
-    return io.read_jsonl(run_dir / "metrics.jsonl")
+    """The metrics rows without their wall-clock keys (the only machine-dependent ones)."""
+    return [strip_timing(r) for r in io.read_jsonl(run_dir / "metrics.jsonl")]
 
 
 def test_same_seed_same_metrics(tmp_path: Path) -> None:

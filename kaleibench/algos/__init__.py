@@ -36,6 +36,11 @@ class Variant:
     config: Any
     description: str = ""
     source: str = ""
+    base: str = ""
+    """For a variant derived by config overrides (``qmix+lr=0.001``): the variant it derives
+    from; empty otherwise (see :mod:`kaleibench.overrides`)."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """The overridden config fields of a derived variant, sorted by key (empty otherwise)."""
 
     @property
     def algo_class(self) -> Any:
@@ -116,13 +121,24 @@ def _load_builtin(reg: Registry[Variant | Path]) -> None:
 
 def _load_plugins(reg: Registry[Variant | Path]) -> None:
     for ep in metadata.entry_points(group="kaleibench.variants"):
-        obj = ep.load()
-        if isinstance(obj, str | Path):
-            reg.register(ep.name, Path(obj))
-        elif isinstance(obj, dict):
-            reg.register(ep.name, variant_from_mapping(obj, ep.name, f"entry point {ep.value}"))
-        else:
-            raise ConfigError(f"entry point {ep.name}: expected a YAML path or a mapping")
+        try:
+            _register_plugin(reg, ep)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the CLI
+            import sys
+
+            print(f"kaleibench: warning: skipping plugin variant entry point "
+                  f"`{ep.name} = {ep.value}` (kaleibench.variants): {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+
+def _register_plugin(reg: Registry[Variant | Path], ep: metadata.EntryPoint) -> None:
+    obj = ep.load()
+    if isinstance(obj, str | Path):
+        reg.register(ep.name, Path(obj))
+    elif isinstance(obj, dict):
+        reg.register(ep.name, variant_from_mapping(obj, ep.name, f"entry point {ep.value}"))
+    else:
+        raise ConfigError(f"entry point {ep.name}: expected a YAML path or a mapping")
 
 
 variants.add_loader(_load_builtin)

@@ -26,12 +26,25 @@ _STREAM_KEY = 0x9E  # separates the view's episode-seed stream from the task's o
 class TaskParallelEnv(ParallelEnv):  # type: ignore[type-arg]
     """One row of a kaleibench task behind PettingZoo's parallel API."""
 
-    metadata: dict[str, Any] = {"render_modes": [], "is_parallelizable": True}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10,
+                                "is_parallelizable": True}
 
-    def __init__(self, task_id: str, backend: str = "numpy", seed: int = 0) -> None:
+    def __init__(self, task_id: str, backend: str = "numpy", seed: int = 0,
+                 render_mode: str | None = None) -> None:
         from kaleibench.envs import make
 
-        self.task = make(task_id, n_envs=1, seed=seed, backend=backend)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        if render_mode == "rgb_array":
+            # frames come from mpe2's own renderer, so the episode is played on the mpe2
+            # backend (transition for transition the same as every other backend)
+            from kaleibench.render import _rendering_task
+
+            self.task = _rendering_task(task_id)
+            backend = "mpe2"
+        else:
+            self.task = make(task_id, n_envs=1, seed=seed, backend=backend)
         sizes: list[int] = list(self.task.obs_sizes)  # type: ignore[attr-defined]
         n_act: list[int] = list(self.task.action_sizes)  # type: ignore[attr-defined]
         self.metadata = {**self.metadata, "name": f"kaleibench/{task_id}:{backend}"}
@@ -104,15 +117,22 @@ class TaskParallelEnv(ParallelEnv):  # type: ignore[type-arg]
         """(S,) float32 global state: the team's zero-padded observations, concatenated."""
         return self._state.copy()
 
-    def render(self) -> None:
-        """No rendering: kaleibench tasks are headless."""
-        return None
+    def render(self) -> np.ndarray | None:
+        """With ``render_mode="rgb_array"``: the current frame, (H, W, 3) uint8; else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        return np.array(self.task.envs[0].render(), copy=True)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Release the underlying task."""
         self.task.close()
 
 
-def parallel_env(task_id: str, backend: str = "numpy", seed: int = 0) -> TaskParallelEnv:
-    """Open task ``task_id`` as a one-row PettingZoo ``ParallelEnv`` on ``backend``."""
-    return TaskParallelEnv(task_id, backend=backend, seed=seed)
+def parallel_env(task_id: str, backend: str = "numpy", seed: int = 0,
+                 render_mode: str | None = None) -> TaskParallelEnv:
+    """Open task ``task_id`` as a one-row PettingZoo ``ParallelEnv`` on ``backend``.
+
+    ``render_mode="rgb_array"`` makes :meth:`TaskParallelEnv.render` return frames; the episode
+    then runs on the ``mpe2`` backend, which draws them.
+    """
+    return TaskParallelEnv(task_id, backend=backend, seed=seed, render_mode=render_mode)

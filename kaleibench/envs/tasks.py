@@ -251,3 +251,29 @@ ALL_TASKS = (
     tag_v0,
     tag_4v2_v0,
 )
+
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    "mpe/spread-v0": (-79.61, -30.89),
+    "mpe/spread-n6-v0": (-237.68, -103.35),
+    "mpe/speaker-listener-v0": (-79.39, -18.01),
+    "mpe/reference-v0": (-57.05, -19.31),
+    "mpe/adversary-v0": (-5.77, 16.84),
+    "mpe/tag-v0": (2.81, 49.5),
+    "mpe/tag-4v2-v0": (9.88, 99.0),
+}
+"""Normalisation bounds per task id: (random, reference) mean team returns of the ``random`` and
+``heuristic`` variants on the 320 fixed eval seeds, measured with ``kaleibench run --variants
+random heuristic --tasks <id> --seeds 0``. Normalised score = (return − random) / (reference −
+random). Suites state the same values (a test checks they agree) and may omit them; single runs
+(``run --variant X --task T``) take them from here. A new task version gets its own entry."""
+
+
+def task_bounds(task_id: str) -> tuple[float, float] | None:
+    """(random, reference) bounds of ``task_id``, or None if they were never measured.
+
+    Examples:
+        >>> task_bounds("mpe/spread-v0")
+        (-79.61, -30.89)
+    """
+    return BOUNDS.get(task_id)

@@ -9,6 +9,7 @@ from kaleibench.algos import Variant, load_variant
 from kaleibench.config import ConfigError
 from kaleibench.envs import task_spec
 from kaleibench.harness.suite import Suite, no_duplicates, safe_name
+from kaleibench.overrides import resolve
 from kaleibench.train.spec import RunSpec
 
 
@@ -29,7 +30,8 @@ def expand(suite: Suite, variants: Sequence[str] | None = None, tasks: Sequence[
             plain folder name, or on a variant file that cannot be loaded (naming the file).
     """
     where = "command line" if variants else suite.source or suite.name
-    chosen: list[Variant] = [_load(v, where) for v in (variants or suite.variants)]
+    chosen: list[Variant] = [_load(v, where) if isinstance(v, str) else resolve(v)
+                             for v in (variants or suite.variants)]
     no_duplicates([v.name for v in chosen], where, "variants (names)")
     task_ids = list(tasks or [t.id for t in suite.tasks])
     no_duplicates(task_ids, "command line" if tasks else where, "tasks")

@@ -21,9 +21,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ class Outcome:
     """What happened to one cell."""
 
     run_id: str
-    state: str  # completed | skipped | failed | n/a | busy | interrupted
+    state: str  # completed | skipped | failed | n/a | busy | interrupted | pending
     detail: str = ""
 
 
@@ -240,32 +238,6 @@ def plan(cells: Sequence[Cell], root: Path, retry_failed: bool) -> tuple[list[Ru
     return todo, summary
 
 
-def _progress_loop(futures: dict[Future[Outcome], RunSpec], root: str, total: int) -> None:
-    import sys
-
-    from tqdm import tqdm
-
-    interval = 0.5 if sys.stderr.isatty() else 30.0
-    with tqdm(total=total, desc="grid", unit="step", dynamic_ncols=True,
-              mininterval=interval) as bar:
-        while True:
-            done = sum(1 for f in futures if f.done())
-            steps = 0
-            for spec in futures.values():
-                try:
-                    status = io.read_json(spec.run_dir(root) / "status.json")
-                    steps += min(int(status.get("t_env", 0)), spec.t_max)
-                    if status.get("state") == "completed":
-                        steps += spec.t_max - min(int(status.get("t_env", 0)), spec.t_max)
-                except (OSError, ValueError):
-                    pass
-            bar.update(min(steps, total) - bar.n)
-            bar.set_postfix(runs=f"{done}/{len(futures)}", refresh=False)
-            if done == len(futures):
-                return
-            time.sleep(1.0)
-
-
 def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
             retry_failed: bool = False, progress: bool = True) -> Summary:
     """Run the grid under ``root``; returns every cell's outcome."""
@@ -274,38 +246,21 @@ def execute(cells: Sequence[Cell], root: str | Path, workers: int | None = None,
     todo, summary = plan(cells, root, retry_failed)
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(todo) <= 1:
-        for spec in todo:
+        for k, spec in enumerate(todo):
             outcome = run_cell(spec, str(root), progress, retry_failed)
             summary.outcomes.append(outcome)
             if outcome.state == "interrupted":
+                summary.outcomes += [Outcome(s.run_id, "pending", "not started (stopped)")
+                                     for s in todo[k + 1:]]
                 break
         return summary
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures: dict[Future[Outcome], RunSpec] = {
-            pool.submit(run_cell, spec, str(root), False, retry_failed): spec for spec in todo}
-        try:
-            if progress:
-                _progress_loop(futures, str(root), sum(s.t_max for s in todo))
-            for fut, spec in futures.items():
-                summary.outcomes.append(_result(fut, spec))
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for fut, spec in futures.items():
-                if fut.done() and not fut.cancelled():
-                    summary.outcomes.append(fut.result())
-                else:
-                    summary.outcomes.append(Outcome(spec.run_id, "interrupted"))
+    from functools import partial
+
+    from kaleibench.harness.pool import run_pool
+
+    cell = partial(run_cell, retry_failed=retry_failed)
+    summary.outcomes += run_pool(todo, root, workers, progress, cell, Outcome)
     return summary
-
-
-def _result(fut: Future[Outcome], spec: RunSpec) -> Outcome:
-    """A worker's outcome; a worker that died (e.g. killed, out of memory) fails its cell."""
-    try:
-        return fut.result()
-    except Exception as exc:  # noqa: BLE001 - one dead worker must not end the grid
-        return Outcome(spec.run_id, "failed", f"worker process failed: {type(exc).__name__}: "
-                                              f"{exc}")
 
 
 def execute_ray(cells: Sequence[Cell], root: str | Path, address: str | None = None,

@@ -108,4 +108,8 @@ def print_status(root: Path) -> int:
         except Exception as exc:  # noqa: BLE001 - one unreadable folder must not hide the rest
             state, detail = "unreadable", f"{type(exc).__name__}: {exc}"
         print(f"{state:<11} {run_dir.relative_to(root)}  {detail}")
+    from kaleibench.harness.cost import status_summary
+
+    for line in status_summary(root):
+        print(line)
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kaleibench.config import ConfigError, load_yaml, stable_hash
+from kaleibench.overrides import VariantRequest, check_unique, parse_variant_entries
 from kaleibench.paths import data_dir
 from kaleibench.registry import UnknownIdError, did_you_mean
 
@@ -34,7 +35,8 @@ class Suite:
     name: str
     version: int
     tasks: tuple[SuiteTask, ...]
-    variants: tuple[str, ...]
+    variants: tuple[str | VariantRequest, ...]
+    """Variant ids or YAML paths, or requests with overrides (:mod:`kaleibench.overrides`)."""
     seeds: tuple[int, ...]
     t_max: int
     n_envs: int = 8
@@ -52,7 +54,8 @@ class Suite:
             "name": self.name, "version": self.version,
             "tasks": [{"id": t.id, "bounds": {"random": t.random, "reference": t.reference}}
                       for t in self.tasks],
-            "variants": list(self.variants), "seeds": list(self.seeds), "t_max": self.t_max,
+            "variants": [v if isinstance(v, str) else v.name for v in self.variants],
+            "seeds": list(self.seeds), "t_max": self.t_max,
             "n_envs": self.n_envs, "eval_interval": self.eval_interval,
             "eval_episodes": self.eval_episodes,
         }
@@ -109,13 +112,21 @@ def _parse_task(item: Any, where: str) -> SuiteTask:
         tasks.get(item["id"])
     except UnknownIdError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-    bounds = item.get("bounds") or {}
+    bounds = item.get("bounds") or _measured_bounds(item["id"])
     if not isinstance(bounds, dict) or set(bounds) != {"random", "reference"}:
         raise ConfigError(f"{where}: task {item['id']} needs bounds: {{random: x, reference: y}}")
     lo, hi = (_bound(bounds, k, item["id"], where) for k in ("random", "reference"))
     if hi <= lo:
         raise ConfigError(f"{where}: task {item['id']}: reference bound must exceed random bound")
     return SuiteTask(item["id"], lo, hi)
+
+
+def _measured_bounds(task_id: str) -> dict[str, float]:
+    """The task table's bounds, used when a suite task gives none (empty if not measured)."""
+    from kaleibench.envs.tasks import task_bounds
+
+    measured = task_bounds(task_id)
+    return {} if measured is None else {"random": measured[0], "reference": measured[1]}
 
 
 def parse_suite(data: dict[str, Any], source: str) -> Suite:
@@ -132,14 +143,16 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
             raise ConfigError(f"{source}: `{key}` must be a non-empty list, got {data[key]!r}")
     suite_tasks = tuple(_parse_task(t, source) for t in data["tasks"])
     no_duplicates([t.id for t in suite_tasks], source, "tasks")
-    if any(not isinstance(v, str) for v in data["variants"]):
-        raise ConfigError(f"{source}: `variants` must be a list of variant ids or YAML paths")
-    names = list(data["variants"])
-    no_duplicates(names, source, "variants")
-    for v in names:
+    names = parse_variant_entries(data["variants"], source)
+    no_duplicates([e for e in names if isinstance(e, str)], source, "variants")
+    check_unique([e for e in names if isinstance(e, VariantRequest)])  # same resolved name
+    for entry in names:
+        v = entry.base if isinstance(entry, VariantRequest) else entry
         if not v.endswith((".yaml", ".yml")) and v not in variants:
             raise ConfigError(
                 f"{source}: unknown variant `{v}`.{did_you_mean(v, variants.names())}")
+    if any(isinstance(entry, VariantRequest) for entry in names):
+        check_unique(names)  # validates every override now, before anything runs
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds or any(
             isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):

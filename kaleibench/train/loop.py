@@ -40,6 +40,7 @@ from kaleibench.harness.lock import my_identity
 from kaleibench.train.metrics import IntervalStats
 from kaleibench.train.rollout import collect, evaluate
 from kaleibench.train.spec import RunSpec
+from kaleibench.train.timing import RunClock
 from kaleibench.utils import io
 from kaleibench.utils.fingerprint import numerics_fingerprint
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
@@ -107,6 +108,8 @@ def spec_json(spec: RunSpec) -> dict[str, Any]:
         "task_spec": spec.identity()["task"], "config_hash": spec.config_hash,
         "versions": package_versions(), "git_sha": git_sha(), "platform": platform_string(),
         "python": platform_string().split("-py")[-1], "numerics": numerics_fingerprint(),
+        **({"base_variant": spec.variant.base, "overrides": dict(spec.variant.overrides)}
+           if spec.variant.overrides else {}),
     }
 
 
@@ -145,6 +148,7 @@ class Run:
         self.metrics_sink: MetricsSink | None = None
         self.notes: list[str] = []
         """Loud, named explanations of a restart (corrupt checkpoint, metrics out of step)."""
+        self.clock: RunClock | None = None
 
     # ---------------------------------------------------------------- persistence
     def save_checkpoint(self) -> None:
@@ -212,6 +216,8 @@ class Run:
 
     def log(self, row: dict[str, Any]) -> None:
         """Append a metrics row and advance the cursor; mirror it to the sink, if any."""
+        if self.clock is not None:
+            row.update(self.clock.fields(str(row.get("kind")), int(row.get("t_env", 0))))
         self.state.metrics_bytes = io.append_jsonl(self.dir / "metrics.jsonl", row)
         if self.metrics_sink is not None:
             self.metrics_sink.write(row)
@@ -308,13 +314,9 @@ class Run:
                 self.metrics_sink.close()
                 self.metrics_sink = None
 
-    def _run(self) -> dict[str, Any]:
-        """The body of :meth:`run` (which closes the metrics sink however this ends)."""
-        from tqdm import tqdm
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        use_one_thread()
-        resumed = self.load_checkpoint()
+    def _prepare_files(self, resumed: bool) -> None:
+        """A fresh start writes spec.json and empties the outputs; a resume keeps them (and
+        rewrites an unreadable spec.json, or notes a change of numerics fingerprint)."""
         if not resumed:
             io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))
             (self.dir / "metrics.jsonl").write_bytes(b"")
@@ -324,13 +326,29 @@ class Run:
             io.atomic_write_json(self.dir / "spec.json", spec_json(self.spec))  # provenance
         else:
             note_resume_numerics(self.dir)
+
+    def _run(self) -> dict[str, Any]:
+        """The body of :meth:`run` (which closes the metrics sink however this ends)."""
+        from tqdm import tqdm
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        use_one_thread()
+        resumed = self.load_checkpoint()
+        self._prepare_files(resumed)
         st, spec = self.state, self.spec
         if spec.tensorboard:
             from kaleibench.utils.tensorboard import TB_DIR, TensorBoardSink
 
             self.metrics_sink = TensorBoardSink(
                 self.dir / TB_DIR, replay=io.read_jsonl(self.dir / "metrics.jsonl"))
+        if spec.sinks:
+            from kaleibench.utils.sinks import open_sinks
+
+            self.metrics_sink = open_sinks(spec.sinks, spec_json(spec), self.dir,
+                                           self.metrics_sink,
+                                           io.read_jsonl(self.dir / "metrics.jsonl"))
         started, beat = time.time(), 0.0
+        self.clock = RunClock(st.wall_time, st.t_env)
         notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
         write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0

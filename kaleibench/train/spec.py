@@ -32,6 +32,9 @@ class RunSpec:
     backend: str = "numpy"
     tensorboard: bool = False
     """Also write the metrics rows as TensorBoard scalars (output only: not in the identity)."""
+    sinks: tuple[str, ...] = ()
+    """More metrics sinks, e.g. ``("csv", "wandb")`` (:mod:`kaleibench.utils.sinks`; output
+    only: not in the identity)."""
 
     def __post_init__(self) -> None:
         from kaleibench.envs import task_spec

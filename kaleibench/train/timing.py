@@ -1,0 +1,55 @@
+"""Wall-clock and CPU time in metrics rows: how long a run took and how fast it went.
+
+Every row of ``metrics.jsonl`` carries
+
+* ``timestamp``: Unix time (seconds) when the row was written;
+* ``wall_time``: seconds of training so far, over all of the run's (re)starts (the time between
+  the last checkpoint and an interruption is lost with the work it did);
+* ``cpu_time``: CPU seconds (user + system) of the process since the run last (re)started;
+
+and ``train`` rows also ``env_steps_per_s``: env steps per wall-clock second since the previous
+``train`` row (or since the (re)start).
+
+These keys are the only ones that differ between two runs of one spec: compare rows with
+:func:`strip_timing`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+TIMING_KEYS = ("timestamp", "wall_time", "cpu_time", "env_steps_per_s")
+"""Keys of a metrics row that depend on the machine and its load, not on the run's numbers."""
+
+
+def strip_timing(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without :data:`TIMING_KEYS` (for comparing runs).
+
+    Examples:
+        >>> strip_timing({"t_env": 8, "wall_time": 1.5, "loss": 0.1})
+        {'t_env': 8, 'loss': 0.1}
+    """
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+class RunClock:
+    """Measures one (re)start of a run; ``wall_before`` is the wall time already spent."""
+
+    def __init__(self, wall_before: float, t_env: int) -> None:
+        self.start, self.cpu_start = time.time(), time.process_time()
+        self.wall_before = wall_before
+        self.last_t_env, self.last_wall = t_env, wall_before
+
+    def fields(self, kind: str, t_env: int) -> dict[str, float]:
+        """The timing keys of a row of ``kind`` written at ``t_env``."""
+        now = time.time()
+        wall = self.wall_before + (now - self.start)
+        out = {"timestamp": round(now, 3), "wall_time": round(wall, 3),
+               "cpu_time": round(time.process_time() - self.cpu_start, 3)}
+        if kind == "train":
+            elapsed = wall - self.last_wall
+            steps = t_env - self.last_t_env
+            out["env_steps_per_s"] = round(steps / elapsed, 2) if elapsed > 0 else 0.0
+            self.last_t_env, self.last_wall = t_env, wall
+        return out

@@ -1,7 +1,7 @@
 """Entity attention, subtask masking and the per-subtask mixer of ALMA's low level.
 
 ALMA: Iqbal, Costales, Sha, "ALMA: Hierarchical Learning for Composite Multi-Agent Tasks",
-NeurIPS 2022, arXiv 2206.07505 (SPEC §3.3). Masks are positive: True = may attend / present.
+NeurIPS 2022, arXiv 2206.07505. Masks are positive: True = may attend / present.
 Shapes: B rows, E entities (agents first), N agents, K subtasks, F entity features, D width.
 """
 

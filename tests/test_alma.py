@@ -22,6 +22,7 @@ from kaleibench.losses import alloc_td_targets, fenchel_dual_loss, make_meta_bat
 from kaleibench.nn.allocation import AllocPolicy
 from kaleibench.nn.attention import EntityAgent, subtask_allowed
 from kaleibench.nn.mine import Mine
+from kaleibench.train.buffer import EpisodeBatch
 from kaleibench.train.rollout import collect
 
 TINY = dict(embed_dim=16, n_heads=2, hidden_dim=16, mixing_embed_dim=8, hypernet_embed=16,
@@ -365,3 +366,18 @@ def test_mine_network_trains_unweighted_and_encoder_gets_weighted_gradient() -> 
     torch.testing.assert_close(grads[1e-3][1], grads[1.0][1])  # statistics net: unweighted
     torch.testing.assert_close(grads[1e-3][0], 1e-3 * grads[1.0][0])  # encoder: scaled
 
+
+
+def test_alma_mine_trajectory_differs_from_alma_alloc() -> None:
+    env = make("mpe/spread-v0", n_envs=4, seed=0, backend="numpy")
+    plain = Alma(AlmaConfig(**TINY), EnvInfo.of(env), 0)
+    mine = AlmaMine(AlmaMineConfig(**TINY), EnvInfo.of(env), 0)  # default mi_weight
+    start = _params(plain.policy)
+    assert torch.equal(start, _params(mine.alma.policy))  # same initialisation
+    batch = _tiny_batch(plain)
+    for algo in (plain, mine):
+        algo.train_on(EpisodeBatch(dict(batch.data)), 100)
+        algo.train_on(EpisodeBatch(dict(batch.data)), 100)
+    moved = _params(plain.policy) - start
+    gap = _params(mine.alma.policy) - _params(plain.policy)
+    assert float(gap.norm()) > 0.1 * float(moved.norm())

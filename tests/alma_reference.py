@@ -24,7 +24,7 @@ from kaleibench.losses import (
     masked_td_loss,
     td_targets,
 )
-from kaleibench.nn.allocation import COUNT_NORM, AllocPolicy
+from kaleibench.nn.allocation import COUNT_NORM, AllocCritic, AllocPolicy, permuted_tasks
 from kaleibench.train.buffer import EpisodeBatch
 
 
@@ -63,6 +63,26 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
     return allocs, log_pi.reshape(b, n_proposals), entropy.reshape(b, n_proposals)
 
 
+def critic_rows(critic: AllocCritic, entities: torch.Tensor, entity_mask: torch.Tensor,
+                entity2task: torch.Tensor, allocs: torch.Tensor, gen: torch.Generator
+                ) -> torch.Tensor:
+    """Critic values (B, P): every proposal's every entity row computed on its own."""
+    b, p, n, k = allocs.shape
+    rep = lambda x: x.repeat_interleave(p, 0)  # noqa: E731
+    base, present = rep(critic.in_fc(entities)), rep(entity_mask)
+    e2t = rep(entity2task.float()).clone()
+    e2t[:, :n] = allocs.reshape(b * p, n, k)
+    e2t = e2t * present[..., None]
+    counts = torch.stack([e2t[:, :n].sum(1), e2t[:, n:].sum(1)], -1) * COUNT_NORM
+    count_x = e2t @ critic.count_embed(counts)
+    x1 = torch.relu(base + critic.task_embed(permuted_tasks(e2t, gen)) + count_x)
+    allowed = present[:, None, :] & present[:, :n, None]
+    x2 = torch.relu(critic.attn(x1, allowed, n))
+    w = present[:, :n, None].float()
+    pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)
+    return critic.out_fc(pooled).reshape(b, p)
+
+
 def alloc_losses(high: HighLevel, batch: EpisodeBatch, t_env: int, gen: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(critic loss, amortisation loss, full policy loss) of one update, computed plainly."""
@@ -76,14 +96,14 @@ def alloc_losses(high: HighLevel, batch: EpisodeBatch, t_env: int, gen: torch.Ge
                            bool(cfg.timeout_is_terminal))
     d = gather_decisions(batch, meta)
     ent, emask, e2t = d["entities"], d["entity_mask"], d["entity2task"]
-    q = high.critic(ent, emask, e2t, d["alloc"][:, None], gen)[:, 0]
+    q = critic_rows(high.critic, ent, emask, e2t, d["alloc"][:, None], gen)[:, 0]
     allocs, log_pi, entropy = policy_rows(high.policy, ent, emask, e2t, d["task_mask"],
                                           d["last_alloc"], cfg.n_proposals, gen)
     with torch.no_grad():
-        scores = high.critic(ent, emask, e2t, allocs, gen)  # every proposal, duplicates too
+        scores = critic_rows(high.critic, ent, emask, e2t, allocs, gen)  # duplicates too
         best = scores.argmax(1)
         best_alloc = allocs[torch.arange(len(best)), best]
-        q_next = high.target_critic(ent, emask, e2t, best_alloc[:, None], gen)[:, 0]
+        q_next = critic_rows(high.target_critic, ent, emask, e2t, best_alloc[:, None], gen)[:, 0]
     y = alloc_td_targets(meta.reward, meta.terminated, q_next, cfg.gamma)
     w = meta.mask[:-1] * decay_weights(t_env - d["t_added"], cfg.decay_old)[:-1]
     critic_loss = alloc_critic_loss(q[:-1], y, w)

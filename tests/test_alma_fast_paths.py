@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from alma_reference import alloc_losses, policy_rows, td_loss
+from alma_reference import alloc_losses, critic_rows, policy_rows, td_loss
 
 from kaleibench.algos.alma import Alma, AlmaConfig
 from kaleibench.algos.base import EnvInfo
@@ -105,18 +105,28 @@ def test_allocation_losses_equal_reference() -> None:
     assert losses.stats["alloc/critic_loss"] == float(critic_loss)
 
 
-def test_critic_scores_distinct_allocations_like_all_proposals() -> None:
+def test_critic_scores_distinct_rows_like_all_proposals() -> None:
     algo, _ = _setup()
     b, n, k, e = 4, 3, 3, 6
     gen = torch.Generator().manual_seed(3)
     ent = torch.randn(b, e, 10, generator=gen)
     emask = torch.ones(b, e, dtype=torch.bool)
+    emask[2, 4] = False  # an absent landmark
     e2t = torch.zeros(b, e, k)
     e2t[:, n:] = torch.eye(k)
+    e2t[1, n] = 1.0  # an entity in every subtask (as obstacles are in tag)
     out = algo.policy(ent, emask, e2t, torch.ones(b, k, dtype=torch.bool),
                       torch.zeros(b, n, k), 32, gen)
     from kaleibench.algos.alma.acting import score_proposals
 
-    full = algo.critic(ent, emask, e2t, out.allocs, torch.Generator().manual_seed(0))
+    full = critic_rows(algo.critic, ent, emask, e2t, out.allocs, torch.Generator().manual_seed(0))
     fast = score_proposals(algo.critic, ent, emask, e2t, out, torch.Generator().manual_seed(0))
     torch.testing.assert_close(fast, full, **TOL)
+    params = list(algo.critic.parameters())
+    rows = torch.arange(b).repeat_interleave(32)
+    flat = out.allocs.flatten(0, 1)
+    every = algo.critic.score(ent, emask, e2t, flat, rows, torch.Generator().manual_seed(0))
+    w = torch.randn(b * 32, generator=gen)
+    for g, r in zip(_grads((every * w).sum(), params),
+                    _grads((full.flatten() * w).sum(), params), strict=True):
+        torch.testing.assert_close(g, r, **TOL)

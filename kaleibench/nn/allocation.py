@@ -201,16 +201,54 @@ class AllocCritic(nn.Module):
         Returns:
             (R,).
         """
-        n = allocs.shape[1]
-        base, present = self.in_fc(entities)[rows], entity_mask[rows]  # (R, E, D), (R, E)
+        n, k = allocs.shape[1:]
+        e = entities.shape[1]
+        present = entity_mask[rows]  # (R, E)
         e2t = entity2task.float()[rows]  # (R, E, K)
         e2t[:, :n] = allocs
         e2t = e2t * present[..., None]
         counts = torch.stack([e2t[:, :n].sum(1), e2t[:, n:].sum(1)], -1) * COUNT_NORM  # (R, K, 2)
-        count_x = e2t @ self.count_embed(counts)  # (R, E, D)
-        x1 = torch.relu(base + self.task_embed(permuted_tasks(e2t, gen)) + count_x)
+        # An entity row's first-layer input depends only on (decision point, entity, its
+        # subtasks, their agent counts): the entity counts per subtask are fixed by the decision
+        # point. Most of the R·E rows repeat across the proposals of a decision point, so the
+        # first layer and the key/value projections run once per distinct row.
+        idx = self._distinct_rows(rows, e2t, n)  # (R, E) index into U distinct rows, or None
+        if idx is None:
+            inv = torch.arange(len(rows) * e).reshape(len(rows), e)
+            rep_r, rep_e = torch.arange(len(rows)).repeat_interleave(e), torch.arange(e).repeat(
+                len(rows))
+        else:
+            inv, rep_r, rep_e = idx
+        u_e2t = e2t[rep_r, rep_e]  # (U, K)
+        count_x = (u_e2t[..., None] * self.count_embed(counts[rep_r])).sum(1)  # (U, D)
+        x1 = torch.relu(self.in_fc(entities)[rows[rep_r], rep_e]
+                        + self.task_embed(permuted_tasks(u_e2t, gen)) + count_x)  # (U, D)
+        q_u, kv_u = self.attn.project(x1)  # (U, D), (U, 2D)
+        key, val = kv_u[inv].chunk(2, dim=-1)  # (R, E, D) each
         allowed = present[:, None, :] & present[:, :n, None]  # (R, N, E)
-        x2 = torch.relu(self.attn(x1, allowed, n))  # (R, N, D)
+        x2 = torch.relu(self.attn.attend(q_u[inv[:, :n]], key, val, allowed))  # (R, N, D)
         w = present[:, :n, None].float()  # (R, N, 1)
         pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)  # (R, D)
         return self.out_fc(pooled).squeeze(-1)
+
+    @staticmethod
+    def _distinct_rows(rows: torch.Tensor, e2t: torch.Tensor, n: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Distinct (decision point, entity, subtasks, agent counts) rows of a scoring batch.
+
+        Returns (inverse (R, E), representative row (U,), representative entity (U,)), or None
+        when the integer key would overflow.
+        """
+        r, e, k = e2t.shape
+        radix = n + 2  # per subtask: 0 = not a member, 1 + #agents otherwise
+        if (int(rows.max()) + 1) * e * float(radix) ** k >= 2**62:
+            return None
+        member = (e2t > 0).long()  # (R, E, K)
+        n_ag = e2t[:, :n].sum(1).round().long()  # (R, K)
+        key = rows[:, None] * e + torch.arange(e)  # (R, E)
+        for j in range(k):
+            key = key * radix + member[..., j] * (1 + n_ag[:, None, j])
+        _, inv = torch.unique(key.flatten(), return_inverse=True)  # (R·E,)
+        first = torch.full((int(inv.max()) + 1,), r * e, dtype=torch.long).scatter_reduce(
+            0, inv, torch.arange(r * e), "amin")  # (U,)
+        return inv.reshape(r, e), first // e, first % e

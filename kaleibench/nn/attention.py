@@ -52,15 +52,33 @@ class EntityAttention(nn.Module):
         Returns:
             (B, n_queries, D); rows with nothing allowed are 0.
         """
-        b, e, d = x.shape
-        h = self.n_heads
+        d = x.shape[-1]
         w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)  # fused in_trans, Q rows only
         q = x[:, :n_queries] @ w_q.t()  # (B, Q, D)
         k, v = (x @ w_kv.t()).chunk(2, dim=-1)  # (B, E, D) each
+        return self.attend(q, k, v, allowed)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query and key|value projections of rows x (..., D): (..., D), (..., 2D)."""
+        d = x.shape[-1]
+        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)
+        return x @ w_q.t(), x @ w_kv.t()
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+               ) -> torch.Tensor:
+        """Attention of projected queries q (B, Q, D) over keys k and values v (B, E, D).
+
+        ``allowed`` (B, Q, E) bool; returns (B, Q, D), rows with nothing allowed are 0.
+        """
+        b, n_queries, d = q.shape
+        e, h = k.shape[1], self.n_heads
         q = q.reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
         k = k.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         v = v.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         logits = q @ k.transpose(-1, -2) / (d // h) ** 0.5  # (B, H, Q, E)
+        if bool(allowed.all()):  # nothing to mask (e.g. the critic on a fully observed task)
+            return self.out_trans((torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(
+                b, n_queries, d))
         logits = logits.masked_fill(~allowed[:, None], NEG_INF)
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
         out = (weights @ v).transpose(1, 2).reshape(b, n_queries, d)  # (B, Q, D)

@@ -20,9 +20,11 @@ SMALL = dict(embed_dim=16, n_heads=2, hidden_dim=16, mixing_embed_dim=8, hyperne
 TOL = dict(rtol=1e-4, atol=1e-6)
 
 
-def _setup(mixer: str = "attention") -> tuple[Alma, EpisodeBatch]:
+def _setup(mixer: str = "attention", timeout_is_terminal: bool | None = None
+           ) -> tuple[Alma, EpisodeBatch]:
     env = make("mpe/spread-v0", n_envs=8, seed=0, backend="numpy")
-    algo = Alma(AlmaConfig(**SMALL, mixer=mixer), EnvInfo.of(env, 10_000), 0)
+    config = AlmaConfig(**SMALL, mixer=mixer, timeout_is_terminal=timeout_is_terminal)
+    algo = Alma(config, EnvInfo.of(env, 10_000), 0)
     batch = collect(env, algo, 100, explore=True, seeds=list(range(8))).batch
     batch.data["t_added"] = torch.full((8,), 100, dtype=torch.long)
     return algo, batch
@@ -49,6 +51,18 @@ def test_low_level_single_online_pass_equals_two_passes(mixer: str) -> None:
     assert stats.keys() == ref_stats.keys()
     for key in stats:
         assert stats[key] == pytest.approx(ref_stats[key], rel=1e-4, abs=1e-6), key
+    # the double-Q argmax input itself: online Q at s' under the allocation of t
+    from kaleibench.algos.alma.batch import last_action_onehot, with_alloc
+
+    ent, emask, obs = batch["entities"], batch["entity_mask"], batch["obs_mask"]
+    last = last_action_onehot(batch["actions"], low.info.n_actions)
+    e2t_next = with_alloc(batch["entity2task"][:, 1:], alloc)
+    e2t_all = with_alloc(batch["entity2task"], torch.cat([alloc, alloc[:, -1:]], 1))
+    with torch.no_grad():
+        q_all = low.agent_q(low.agent, ent, emask, obs, e2t_all, last)
+        fast = low._online_next(q_all, alloc, ent, emask, obs, e2t_next, last)
+        plain = low.agent_q(low.agent, ent[:, 1:], emask[:, 1:], obs[:, 1:], e2t_next, last[:, 1:])
+    torch.testing.assert_close(fast, plain, **TOL)
 
 
 def test_policy_trie_pass_equals_rowwise_pass() -> None:
@@ -83,8 +97,9 @@ def test_policy_trie_pass_equals_rowwise_pass() -> None:
                                                   - int((out.leaf_row < row).sum())])
 
 
-def test_allocation_losses_equal_reference() -> None:
-    algo, batch = _setup()
+@pytest.mark.parametrize("timeout_is_terminal", [None, False])  # MPE: None → terminal
+def test_allocation_losses_equal_reference(timeout_is_terminal: bool | None) -> None:
+    algo, batch = _setup(timeout_is_terminal=timeout_is_terminal)
     high = algo.high
     moments = copy.deepcopy(high.alloc_reward_ms)
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

@@ -56,10 +56,20 @@ class AttentionHyperNet(nn.Module):
         self.attn = EntityAttention(hyper_dim, n_heads)
         self.fc2 = nn.Linear(hyper_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, agent_mask: torch.Tensor
-                ) -> torch.Tensor:
-        """x (B, E, F), allowed (B, N, E) bool, agent_mask (B, N) bool -> (B, N, out)."""
-        h = self.attn(torch.relu(self.fc1(x)), allowed, allowed.shape[1])  # (B, N, H)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, agent_mask: torch.Tensor,
+                distinct: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, E, F), allowed (B, N, E) bool, agent_mask (B, N) bool -> (B, N, out).
+
+        ``distinct`` (inv, rep): entity row (b, e) equals row ``rep[inv[b, e]]`` of
+        ``x.reshape(-1, F)``; repeated rows are then embedded once (same result).
+        """
+        n = allowed.shape[1]
+        if distinct is None:
+            h = self.attn(torch.relu(self.fc1(x)), allowed, n)  # (B, N, H)
+        else:
+            inv, rep = distinct
+            x_u = torch.relu(self.fc1(x.reshape(-1, x.shape[-1])[rep]))  # (U, H)
+            h = self.attn.forward_distinct(x_u, inv, allowed, n)
         return self.fc2(h) * agent_mask[..., None].float()
 
 
@@ -86,13 +96,15 @@ class AttentionSubtaskMixer(nn.Module):
         self.hyper_v = AttentionHyperNet(in_dim, hypernet_embed, 1, n_heads)
 
     def forward(self, q: torch.Tensor, entities: torch.Tensor, entity2task: torch.Tensor,
-                entity_mask: torch.Tensor) -> torch.Tensor:
+                entity_mask: torch.Tensor, distinct: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
         """Per-subtask Q_tot.
 
         Args:
             q: (B, N) chosen-action Q-values; entities: (B, E, F) entity features (the agents'
             last actions included); entity2task: (B, E, K) membership with the agents'
-            allocation; entity_mask: (B, E) bool presence.
+            allocation; entity_mask: (B, E) bool presence; distinct: optional repeated-row
+            index (see :class:`AttentionHyperNet`).
 
         Returns:
             (B, K).
@@ -108,9 +120,10 @@ class AttentionSubtaskMixer(nn.Module):
         def per_task(x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, K, N, D)
             return x[:, None] * in_task[..., None]
 
-        w1 = per_task(torch.softmax(self.hyper_w1(entities, allowed, agents), -1))  # (B,K,N,M)
-        b1 = per_task(self.hyper_b1(entities, allowed, agents)).mean(2).abs()  # (B, K, M)
-        wf = torch.softmax(per_task(self.hyper_wf(entities, allowed, agents)).mean(2), -1)
-        v = per_task(self.hyper_v(entities, allowed, agents)).mean((2, 3)).abs()  # (B, K)
+        args = (entities, allowed, agents, distinct)
+        w1 = per_task(torch.softmax(self.hyper_w1(*args), -1))  # (B, K, N, M)
+        b1 = per_task(self.hyper_b1(*args)).mean(2).abs()  # (B, K, M)
+        wf = torch.softmax(per_task(self.hyper_wf(*args)).mean(2), -1)  # (B, K, M)
+        v = per_task(self.hyper_v(*args)).mean((2, 3)).abs()  # (B, K)
         hidden = nn.functional.elu((q[:, None, :, None] * w1).sum(2) + b1)  # (B, K, M)
         return (hidden * wf).sum(-1) + v

@@ -27,7 +27,12 @@ from kaleibench.algos.base import EnvInfo, done_mask
 from kaleibench.algos.qmix import reinit_
 from kaleibench.envs.entities import N_FEATURES
 from kaleibench.losses import RunningMeanStd, double_q_next_values, masked_td_loss, td_targets
-from kaleibench.nn.attention import EntityAgent, SubtaskMixer, subtask_allowed
+from kaleibench.nn.attention import (
+    EntityAgent,
+    SubtaskMixer,
+    static_entity_rows,
+    subtask_allowed,
+)
 from kaleibench.nn.mixers import AttentionSubtaskMixer
 from kaleibench.train.buffer import EpisodeBatch
 
@@ -71,24 +76,34 @@ class LowLevel:
 
     # ------------------------------------------------------------------ network passes
     def agent_q(self, agent: nn.Module, entities: torch.Tensor, entity_mask: torch.Tensor,
-                obs_mask: torch.Tensor, e2t: torch.Tensor, last_onehot: torch.Tensor
-                ) -> torch.Tensor:
-        """Q (..., N, A) of ``agent`` on entity states with leading dims (...) flattened."""
+                obs_mask: torch.Tensor, e2t: torch.Tensor, last_onehot: torch.Tensor,
+                dedup: bool = False) -> torch.Tensor:
+        """Q (..., N, A) of ``agent`` on entity states with leading dims (...) flattened.
+
+        ``dedup`` (leading dims (B, T) only): entities that never change in an episode go
+        through the first layer and key/value projection once per episode (same numbers).
+        """
         lead = entities.shape[:-2]
         flat = lambda x: x.reshape(-1, *x.shape[len(lead):])  # noqa: E731
         allowed = subtask_allowed(flat(obs_mask), flat(entity_mask), flat(e2t))  # (R, E, E)
-        q = agent(flat(entities), flat(last_onehot), allowed)  # (R, N, A)
+        distinct = static_entity_rows(mixer_entities(entities, last_onehot)) if dedup else None
+        q = agent(flat(entities), flat(last_onehot), allowed, distinct)  # (R, N, A)
         return q.reshape(*lead, *q.shape[1:])
 
     def mix(self, mixer: nn.Module, q: torch.Tensor, entities: torch.Tensor,
-            last_onehot: torch.Tensor, e2t: torch.Tensor, entity_mask: torch.Tensor
-            ) -> torch.Tensor:
-        """Per-subtask Q_tot (B, T, K) of chosen-action values q (B, T, N)."""
+            last_onehot: torch.Tensor, e2t: torch.Tensor, entity_mask: torch.Tensor,
+            dedup: bool = False) -> torch.Tensor:
+        """Per-subtask Q_tot (B, T, K) of chosen-action values q (B, T, N) (``dedup``: as
+        :meth:`agent_q`)."""
         b, t = q.shape[:2]
-        ent = entities if isinstance(mixer, SubtaskMixer) else mixer_entities(entities,
-                                                                              last_onehot)
-        out = mixer(q.flatten(0, 1), ent.flatten(0, 1), e2t.flatten(0, 1),
-                    entity_mask.flatten(0, 1))
+        if isinstance(mixer, SubtaskMixer):
+            out = mixer(q.flatten(0, 1), entities.flatten(0, 1), e2t.flatten(0, 1),
+                        entity_mask.flatten(0, 1))
+        else:
+            ent = mixer_entities(entities, last_onehot)  # (B, T, E, F+A)
+            distinct = static_entity_rows(ent) if dedup else None
+            out = mixer(q.flatten(0, 1), ent.flatten(0, 1), e2t.flatten(0, 1),
+                        entity_mask.flatten(0, 1), distinct)
         return out.reshape(b, t, -1)
 
     # ------------------------------------------------------------------ loss
@@ -112,13 +127,13 @@ class LowLevel:
             self.reward_ms.update(reward[mask.bool()])
             reward = self.reward_ms.normalise(reward)
         done = done_mask(batch["terminated"], batch["truncated"], bool(cfg.timeout_is_terminal))
-        q_all = self.agent_q(self.agent, ent, emask, obs, e2t_all, last)  # (B, T+1, N, A)
+        q_all = self.agent_q(self.agent, ent, emask, obs, e2t_all, last, True)  # (B,T+1,N,A)
         q = q_all[:, :-1]
         q_taken = q.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, T, N)
         nxt = slice(1, None)
         with torch.no_grad():
             q_next_target = self.agent_q(self.target_agent, ent[:, nxt], emask[:, nxt],
-                                         obs[:, nxt], e2t_next, last[:, nxt])
+                                         obs[:, nxt], e2t_next, last[:, nxt], True)
             if cfg.double_q:
                 q_next_online = self._online_next(q_all.detach(), alloc, ent, emask, obs,
                                                   e2t_next, last)
@@ -127,9 +142,9 @@ class LowLevel:
             q_next = double_q_next_values(q_next_online, q_next_target,
                                           batch["avail_actions"][:, nxt].bool())  # (B, T, N)
             target_next = self.mix(self.target_mixer, q_next, ent[:, nxt], last[:, nxt],
-                                   e2t_next, emask[:, nxt])
-        q_k = self.mix(self.mixer, q_taken, ent[:, :-1], last[:, :-1], e2t,
-                       emask[:, :-1])  # (B, T, K)
+                                   e2t_next, emask[:, nxt], True)
+        q_k = self.mix(self.mixer, q_taken, ent[:, :-1], last[:, :-1], e2t, emask[:, :-1],
+                       True)  # (B, T, K)
         y = td_targets(reward, done[..., None], target_next, cfg.gamma)  # (B, T, K)
         loss = masked_td_loss(q_k, y, mask)
         n = mask.sum().clamp_min(1.0)

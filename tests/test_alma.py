@@ -10,18 +10,19 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from kaleibench.algos import load_variant
-from kaleibench.algos.alma import Alma
-from kaleibench.algos.alma_config import AlmaConfig, AlmaMineConfig
-from kaleibench.algos.alma_mine import AlmaMine
+from kaleibench.algos.alma import Alma, AlmaConfig, AlmaMine, AlmaMineConfig
+from kaleibench.algos.alma.learner import entity_tensors
 from kaleibench.algos.base import EnvInfo
 from kaleibench.envs import make
-from kaleibench.losses_alma import alloc_td_targets, fenchel_dual_loss, make_meta_batch
+from kaleibench.losses import alloc_td_targets, fenchel_dual_loss, make_meta_batch
 from kaleibench.nn.allocation import AllocPolicy
 from kaleibench.nn.attention import EntityAgent, subtask_allowed
 from kaleibench.nn.mine import Mine
+from kaleibench.train.buffer import EpisodeBatch
 from kaleibench.train.rollout import collect
 
 TINY = dict(embed_dim=16, n_heads=2, hidden_dim=16, mixing_embed_dim=8, hypernet_embed=16,
@@ -94,20 +95,22 @@ class _CountCritic(torch.nn.Module):
                 allocs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return allocs[..., 0].sum(-1)  # (B, P)
 
+    def score(self, ent: torch.Tensor, emask: torch.Tensor, e2t: torch.Tensor,
+              allocs: torch.Tensor, rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return allocs[..., 0].sum(-1)  # (R,)
+
 
 def test_critic_argmax_picks_best_proposal() -> None:
     env = make("mpe/spread-v0", n_envs=3, seed=0, backend="numpy")
     algo = Alma(AlmaConfig(**{**TINY, "n_proposals": 16}), EnvInfo.of(env), 0)
-    algo.critic = _CountCritic()  # type: ignore[assignment]
+    algo.high.critic = _CountCritic()  # type: ignore[assignment]
     ts = env.reset(seeds=[0, 1, 2])
-    from kaleibench.algos.alma import _tensors
-
-    ent = _tensors(ts.info)
-    state = algo.act_gen.get_state()
+    ent = entity_tensors(ts.info)
+    state = algo.eval_gen.get_state()
     alloc = algo.allocate(ent, torch.zeros(3, 3, 3), t_env=0, explore=False)
-    algo.act_gen.set_state(state)
+    algo.eval_gen.set_state(state)
     props = algo.policy(ent["entities"], ent["entity_mask"], ent["entity2task"],
-                        ent["task_mask"], torch.zeros(3, 3, 3), 16, algo.act_gen).allocs
+                        ent["task_mask"], torch.zeros(3, 3, 3), 16, algo.eval_gen).allocs
     best = props[..., 0].sum(-1).max(1).values  # (B,)
     torch.testing.assert_close(alloc[..., 0].sum(-1), best)
 
@@ -185,7 +188,7 @@ def test_mi_term_gives_policy_gradient() -> None:
     loss.backward()
     grad = algo.alma.policy.fc1.weight.grad
     assert grad is not None and float(grad.abs().sum()) > 0
-    assert {"alloc_mi_loss", "mi_estimate"} <= set(stats)
+    assert {"alloc/mi_loss", "alloc/mi_estimate", "alloc/mi_pos"} <= set(stats)
 
 
 def test_updates_are_finite_and_change_parameters() -> None:
@@ -201,7 +204,7 @@ def test_updates_are_finite_and_change_parameters() -> None:
         for k, p in before.items():
             assert not torch.equal(p, _params(getattr(inner, k))), k
         if isinstance(algo, AlmaMine):
-            assert {"alloc_mi_loss", "mi_estimate"} <= set(stats)
+            assert {"alloc/mi_loss", "alloc/mi_estimate", "alloc/mi_pos"} <= set(stats)
 
 
 def test_state_dict_round_trip_is_bit_identical() -> None:
@@ -222,7 +225,7 @@ def test_end_to_end_run_writes_final_json(tmp_path: Path) -> None:
     from kaleibench.train.spec import RunSpec
 
     yaml = tmp_path / "alma-tiny.yaml"
-    yaml.write_text("algo: kaleibench.algos.alma_mine:AlmaMine\nconfig:\n"
+    yaml.write_text("algo: kaleibench.algos.alma:AlmaMine\nconfig:\n"
                     + "".join(f"  {k}: {v}\n" for k, v in TINY.items()))
     spec = RunSpec(suite="test", variant=load_variant(str(yaml)), task="mpe/spread-v0", seed=0,
                    t_max=400, n_envs=4, eval_interval=200, eval_episodes=4, log_interval=100,
@@ -233,3 +236,148 @@ def test_end_to_end_run_writes_final_json(tmp_path: Path) -> None:
     assert json.loads((run_dir / "final.json").read_text())["t_env"] == 400
     rows = [json.loads(r) for r in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("alloc/entropy" in r for r in rows if r["kind"] == "train")
+
+
+def test_meta_batch_time_limit_terminal_vs_bootstrapped() -> None:
+    reward = torch.tensor([[1.0, 2, 3, 4, 5, 6], [1, 1, 1, 1, 1, 1]])
+    terminated = torch.zeros(2, 6, dtype=torch.bool)
+    truncated = torch.zeros(2, 6, dtype=torch.bool)
+    truncated[:, 5] = True  # both episodes hit the time limit at their last step
+    filled = torch.ones(2, 6, dtype=torch.bool)
+    decision = torch.tensor([[1, 0, 0, 1, 0, 0]] * 2, dtype=torch.bool)
+    q_next = torch.tensor([10.0, 20, 30, 40])
+    # the limit is part of the task: the last segment is a real terminal one, trained, no bootstrap
+    meta = make_meta_batch(reward, terminated, truncated, filled, decision, 3,
+                           timeout_is_terminal=True)
+    assert meta.terminated.tolist() == [0, 1, 0, 1] and meta.mask.tolist() == [1, 1, 1, 1]
+    y = alloc_td_targets(meta.reward, meta.terminated, q_next, 0.5)
+    torch.testing.assert_close(y, torch.tensor([2.0 + 0.5 * 20, 5.0, 1.0 + 0.5 * 40]))
+    # an artificial limit: the segment with the truncation is masked (today's behaviour)
+    meta = make_meta_batch(reward, terminated, truncated, filled, decision, 3,
+                           timeout_is_terminal=False)
+    assert meta.terminated.tolist() == [0, 0, 0, 0] and meta.mask.tolist() == [1, 0, 1, 0]
+
+
+def test_learner_high_level_follows_resolved_time_limit() -> None:
+    env = make("mpe/spread-v0", n_envs=4, seed=0, backend="numpy")
+    from dataclasses import replace
+
+    from kaleibench.algos.alma.batch import gather_decisions
+
+    batch = None
+    for forced, n_masked in ((None, 0), (False, 4)):  # None: as MPE declares (terminal)
+        algo = Alma(replace(AlmaConfig(**TINY), timeout_is_terminal=forced), EnvInfo.of(env), 0)
+        assert algo.cfg.timeout_is_terminal is (forced is None)
+        batch = batch or _tiny_batch(algo)
+        batch.data["t_added"] = torch.full((4,), 100, dtype=torch.long)
+        losses = algo.high.losses(batch, 100, torch.Generator().manual_seed(0))
+        assert np.isfinite(float(losses.critic_loss.detach()))
+        meta = make_meta_batch(batch["reward"], batch["terminated"], batch["truncated"],
+                               batch["filled"], batch["hier_decision"][:, :-1], 5,
+                               bool(algo.cfg.timeout_is_terminal))
+        assert int((meta.mask == 0).sum()) == n_masked  # 4 episodes: their t = 20 segments
+        assert len(gather_decisions(batch, meta)["alloc"]) == 20
+
+
+def test_amortisation_loss_uses_meta_batch_mask() -> None:
+    log_pi = torch.tensor([-1.0, -2.0, -100.0])
+    entropy = torch.zeros(3, 4)
+    from kaleibench.losses import amortisation_loss
+
+    amort, _ = amortisation_loss(log_pi, entropy, torch.tensor([1.0, 1.0, 0.0]), 0.01)
+    assert float(amort) == pytest.approx(1.5)  # the masked row (−100) does not count
+
+
+def test_greedy_evaluation_does_not_change_training() -> None:
+    env = make("mpe/spread-v0", n_envs=2, seed=0, backend="numpy")
+    runs = []
+    for n_evals in (0, 2):
+        algo = Alma(AlmaConfig(**TINY), EnvInfo.of(env), 0)
+        collect(env, algo, 100, explore=True, seeds=[0, 1])
+        for k in range(n_evals):
+            collect(env, algo, 100, explore=False, seeds=[10 + k, 20 + k])
+        runs.append(collect(env, algo, 100, explore=True, seeds=[2, 3]).batch)
+    assert torch.equal(runs[0]["actions"], runs[1]["actions"])
+    assert torch.equal(runs[0]["alloc"], runs[1]["alloc"])
+
+
+def test_shared_q_learning_fields_match_qmix() -> None:
+    import dataclasses
+
+    from kaleibench.algos.alma import QLearningConfig
+    from kaleibench.algos.qmix import QmixConfig
+
+    qmix = {f.name: f.default for f in dataclasses.fields(QmixConfig)}
+    for f in dataclasses.fields(QLearningConfig):
+        assert f.name in qmix and qmix[f.name] == f.default, f.name
+    shared = {f.name for f in dataclasses.fields(QLearningConfig)}
+    assert shared <= {f.name for f in dataclasses.fields(AlmaConfig)}
+
+
+def test_low_level_epsilon_anneal_is_a_fraction_of_the_budget() -> None:
+    env = make("mpe/spread-v0", n_envs=2, seed=0, backend="numpy")
+    for t_max in (200_000, 2_050_000):
+        algo = Alma(AlmaConfig(**TINY), EnvInfo.of(env, t_max), 0)
+        assert algo.epsilon(t_max // 4) == pytest.approx(0.05)
+        assert algo.epsilon(t_max // 8) == pytest.approx(0.525)
+    fixed = Alma(AlmaConfig(**TINY, epsilon_anneal_time=1000), EnvInfo.of(env, 10**6), 0)
+    assert fixed.epsilon(1000) == pytest.approx(0.05)
+
+
+def test_attention_mixer_is_per_subtask_and_monotone() -> None:
+    from kaleibench.nn.mixers import AttentionSubtaskMixer
+
+    torch.manual_seed(0)  # test-only weights
+    mixer = AttentionSubtaskMixer(in_dim=5, embed_dim=8, hypernet_embed=16, n_heads=2)
+    n, e, k = 3, 5, 2
+    ent = torch.randn(4, e, 5)
+    e2t = torch.zeros(4, e, k)
+    e2t[:, [0, 1, 3], 0] = 1  # agents 0, 1 and entity 3 in task 0
+    e2t[:, [2, 4], 1] = 1  # agent 2 and entity 4 in task 1
+    present = torch.ones(4, e, dtype=torch.bool)
+    q = torch.randn(4, n, requires_grad=True)
+    out = mixer(q, ent, e2t, present)  # (4, K)
+    grads = torch.stack([torch.autograd.grad(out[:, j].sum(), q, retain_graph=True)[0]
+                         for j in range(k)], 1)  # (4, K, N)
+    assert (grads >= 0).all()
+    assert (grads[:, 0, 2] == 0).all() and (grads[:, 1, :2] == 0).all()
+    assert (grads[:, 0, :2] > 0).all() and (grads[:, 1, 2] > 0).all()
+    moved = ent.clone()
+    moved[:, 4] += 3.0  # an entity of task 1 only: task 0's Q_tot must not move
+    out2 = mixer(q, moved, e2t, present)
+    torch.testing.assert_close(out2[:, 0], out[:, 0])
+    assert not torch.allclose(out2[:, 1], out[:, 1])
+
+
+def test_mine_network_trains_unweighted_and_encoder_gets_weighted_gradient() -> None:
+    env = make("mpe/spread-v0", n_envs=4, seed=0, backend="numpy")
+    grads = {}
+    for w in (1e-3, 1.0):
+        algo = AlmaMine(AlmaMineConfig(**{**TINY, "mi_weight": w}), EnvInfo.of(env), 0)
+        ent, emask, e2t, tmask, _ = _policy_inputs(b=6, n=3, k=3)
+        ent = torch.randn(6, 6, 10, generator=_gen(2))
+        out = algo.alma.policy(ent, emask, e2t, tmask, torch.zeros(6, 3, 3), 4, _gen(0))
+        loss, _ = algo.mine.alloc_loss(out, tmask, emask[:, :3], torch.ones(6))
+        algo.alma.policy.zero_grad()
+        algo.mine.zero_grad()
+        loss.backward()
+        grads[w] = (algo.alma.policy.fc1.weight.grad.clone(),
+                    algo.mine.mine.l1.weight.grad.clone())
+    torch.testing.assert_close(grads[1e-3][1], grads[1.0][1])  # statistics net: unweighted
+    torch.testing.assert_close(grads[1e-3][0], 1e-3 * grads[1.0][0])  # encoder: scaled
+
+
+
+def test_alma_mine_trajectory_differs_from_alma_alloc() -> None:
+    env = make("mpe/spread-v0", n_envs=4, seed=0, backend="numpy")
+    plain = Alma(AlmaConfig(**TINY), EnvInfo.of(env), 0)
+    mine = AlmaMine(AlmaMineConfig(**TINY), EnvInfo.of(env), 0)  # default mi_weight
+    start = _params(plain.policy)
+    assert torch.equal(start, _params(mine.alma.policy))  # same initialisation
+    batch = _tiny_batch(plain)
+    for algo in (plain, mine):
+        algo.train_on(EpisodeBatch(dict(batch.data)), 100)
+        algo.train_on(EpisodeBatch(dict(batch.data)), 100)
+    moved = _params(plain.policy) - start
+    gap = _params(mine.alma.policy) - _params(plain.policy)
+    assert float(gap.norm()) > 0.1 * float(moved.norm())

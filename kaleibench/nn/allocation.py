@@ -1,7 +1,7 @@
 """ALMA's high level: autoregressive pointer-network allocation policy and allocation critic.
 
-ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505 (SPEC §3.4, §3.5). Written from the
-specification, not from the reference code. Task identities enter only through a task one-hot
+ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505. Written from the paper's
+description, not from the reference code. Task identities enter only through a task one-hot
 whose columns are randomly permuted at every forward pass (one permutation per call, drawn
 from the run's own ``torch.Generator``), so the networks learn "same subtask as" relations,
 not fixed subtask ids.
@@ -31,17 +31,26 @@ def permuted_tasks(entity2task: torch.Tensor, gen: torch.Generator) -> torch.Ten
 
 @dataclass
 class AllocOutput:
-    """What one pass of the allocation policy returns."""
+    """What one pass of the allocation policy returns.
+
+    Proposals that share a prefix of choices share the computation of that prefix: the pass
+    walks a trie of the distinct partial allocations of each row. ``leaf_*`` describe the
+    distinct complete allocations (what a critic needs to score).
+    """
 
     allocs: torch.Tensor  # (B, P, N, K) one-hot allocations
     log_pi: torch.Tensor  # (B, P) Σ_i log π(k_i | s, k_<i)
     entropy: torch.Tensor  # (B, P) Σ_i H(π(· | s, k_<i))
+    max_prob: torch.Tensor  # (B, P) mean over active agents of max_k π(k | s, k_<i)
     agent_embeds: torch.Tensor  # (B, N, D) agents' embeddings (before proposal repeat)
     task_embeds: torch.Tensor  # (B, K, D) task embeddings (sum over each task's entities)
+    proposal_leaf: torch.Tensor  # (B·P,) long, distinct allocation of each proposal
+    leaf_row: torch.Tensor  # (U,) long, row (decision point) of each distinct allocation
+    leaf_allocs: torch.Tensor  # (U, N, K) the distinct allocations
 
 
 class AllocPolicy(nn.Module):
-    """Autoregressive pointer-network proposal policy π(k_1..k_N | s) (SPEC §3.4).
+    """Autoregressive pointer-network proposal policy π(k_1..k_N | s).
 
     ``logit_{i,k} = ⟨a_i, t_k + c(n_k^ent, n_k^ag)⟩ / √D``, agents sample in index order; the
     chosen task's embedding is updated with the agent's embedding before the next agent.
@@ -55,6 +64,10 @@ class AllocPolicy(nn.Module):
         self.attn = EntityAttention(dim, n_heads)
         self.count_embed = nn.Linear(2, dim)
         self.embed_update = nn.Linear(2 * dim, dim)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the shared encoder: agent and task embeddings depend only on these."""
+        return [*self.fc1.parameters(), *self.task_embed.parameters(), *self.attn.parameters()]
 
     def encode(self, entities: torch.Tensor, entity_mask: torch.Tensor, entity2task: torch.Tensor,
                last_alloc: torch.Tensor, gen: torch.Generator
@@ -76,6 +89,11 @@ class AllocPolicy(nn.Module):
                 ) -> AllocOutput:
         """Sample ``n_proposals`` allocations (or score ``given`` ones) in one pass.
 
+        Every proposal row draws its own Gumbel noise (one (B·P, K) draw per agent, the same
+        stream as a row-by-row pass), but the network runs once per *distinct* prefix: at agent
+        i the rows are grouped by their choices for agents < i (a trie node), logits and the
+        task-embedding update are computed per node and gathered back to the rows.
+
         Args:
             entities: (B, E, F); entity_mask: (B, E); entity2task: (B, E, K) static membership;
             task_mask: (B, K) active subtasks; last_alloc: (B, N, K) allocation in force;
@@ -86,39 +104,62 @@ class AllocPolicy(nn.Module):
                                                  last_alloc, gen)
         b, n, d = agent_x.shape
         k = task_x.shape[1]
-        rep = lambda x: x.repeat_interleave(n_proposals, 0)  # noqa: E731  (B, ...) -> (BP, ...)
-        agents, tasks, cnt = rep(agent_x), rep(task_x), rep(nonag_cnt)  # (BP, N, D) (BP, K, D)
-        active_task, active_agent = rep(task_mask), rep(entity_mask[:, :n].float())
-        ag_cnt = torch.zeros_like(cnt)  # (BP, K)
-        log_pi = agents.new_zeros(b * n_proposals)
-        entropy = agents.new_zeros(b * n_proposals)
+        bp = b * n_proposals
+        active_agent = entity_mask[:, :n].float()  # (B, N)
+        node_row = torch.arange(b)  # (U,) row of each trie node
+        node_tasks, node_cnt = task_x, torch.zeros_like(nonag_cnt)  # (U, K, D), (U, K)
+        row_node = torch.arange(b).repeat_interleave(n_proposals)  # (BP,) node of each proposal
+        prop_row = row_node.clone()  # (BP,) decision point of each proposal
+        log_pi = agent_x.new_zeros(bp)
+        entropy = agent_x.new_zeros(bp)
+        max_prob = agent_x.new_zeros(bp)
         picks = []
+        flat_given = None if given is None else given.reshape(bp, n, k)
         for i in range(n):
-            c = self.count_embed(torch.stack([cnt, ag_cnt], -1))  # (BP, K, D)
-            logits = ((tasks + c) @ agents[:, i, :, None]).squeeze(-1) / d**0.5  # (BP, K)
-            logits = logits.masked_fill(~active_task, torch.finfo(logits.dtype).min)
-            logp = torch.log_softmax(logits, -1)  # (BP, K)
-            if given is None:
-                u = torch.rand(logits.shape, generator=gen).clamp(1e-10, 1 - 1e-7)
-                choice = (logits.detach() - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max
+            a_i = agent_x[node_row, i]  # (U, D)
+            c = self.count_embed(torch.stack([nonag_cnt[node_row], node_cnt], -1))  # (U, K, D)
+            logits = ((node_tasks + c) @ a_i[:, :, None]).squeeze(-1) / d**0.5  # (U, K)
+            logits = logits.masked_fill(~task_mask[node_row], torch.finfo(logits.dtype).min)
+            logp = torch.log_softmax(logits, -1)  # (U, K)
+            act_i = active_agent[node_row, i]  # (U,)
+            # masked subtasks contribute exactly 0 (a node shared by many proposals gets a
+            # gradient > 1, and |logp| ~ 3e38 there would overflow to inf · 0)
+            node_h = -(logp.exp() * logp).masked_fill(~task_mask[node_row], 0.0).sum(-1) * act_i
+            if flat_given is None:
+                u = torch.rand((bp, k), generator=gen).clamp(1e-10, 1 - 1e-7)
+                choice = (logits.detach()[row_node] - torch.log(-torch.log(u))).argmax(-1)
             else:
-                choice = given.reshape(b * n_proposals, n, k)[:, i].argmax(-1)  # (BP,)
-            log_pi = log_pi + logp.gather(1, choice[:, None]).squeeze(1) * active_agent[:, i]
-            entropy = entropy - (logp.exp() * logp).sum(-1) * active_agent[:, i]
-            hard = nn.functional.one_hot(choice, k).float() * active_agent[:, i, None]  # (BP, K)
-            ag_cnt = ag_cnt + hard * COUNT_NORM
-            # only the chosen task's embedding changes, so update just that row
-            chosen = (tasks * hard[..., None]).sum(1)  # (BP, D)
-            upd = self.embed_update(torch.relu(torch.cat([chosen, agents[:, i]], -1)))  # (BP, D)
-            tasks = tasks + upd[:, None] * hard[..., None]  # (BP, K, D)
-            picks.append(hard)
-        allocs = torch.stack(picks, 1).reshape(b, n_proposals, n, k)  # (B, P, N, K)
-        return AllocOutput(allocs, log_pi.reshape(b, n_proposals),
-                           entropy.reshape(b, n_proposals), agent_x, task_x)
+                choice = flat_given[:, i].argmax(-1)  # (BP,)
+            log_pi = log_pi + logp[row_node, choice] * active_agent[prop_row, i]
+            entropy = entropy + node_h[row_node]
+            max_prob = max_prob + logp.detach().max(-1).values.exp()[row_node] * act_i[row_node]
+            picks.append(nn.functional.one_hot(choice, k).float() * active_agent[prop_row, i, None])
+            # children: the distinct (node, choice) pairs (an absent agent's choice is void);
+            # they become the next trie level
+            key = row_node * k + choice * active_agent[prop_row, i].long()
+            child, row_node = torch.unique(key, return_inverse=True)
+            parent, pick = child // k, child % k
+            node_row = node_row[parent]
+            if i == n - 1:
+                break  # the last agent's choice changes nothing the policy still needs
+            hard = nn.functional.one_hot(pick, k).float() * act_i[parent, None]  # (U', K)
+            node_cnt = node_cnt[parent] + hard * COUNT_NORM
+            tasks = node_tasks[parent]  # (U', K, D)
+            chosen = (tasks * hard[..., None]).sum(1)  # (U', D) only the chosen task changes
+            upd = self.embed_update(torch.relu(torch.cat([chosen, a_i[parent]], -1)))  # (U', D)
+            node_tasks = tasks + upd[:, None] * hard[..., None]  # (U', K, D)
+        allocs = torch.stack(picks, 1)  # (BP, N, K)
+        max_prob = max_prob / active_agent[prop_row].sum(1).clamp_min(1.0)
+        first = torch.full((len(node_row),), bp, dtype=torch.long).scatter_reduce(
+            0, row_node, torch.arange(bp), "amin")  # (U,) first proposal of each leaf
+        return AllocOutput(allocs.reshape(b, n_proposals, n, k), log_pi.reshape(b, n_proposals),
+                           entropy.reshape(b, n_proposals), max_prob.reshape(b, n_proposals),
+                           agent_x, task_x, row_node,
+                           node_row, allocs[first])
 
 
 class AllocCritic(nn.Module):
-    """Allocation critic Q(s, k_1..k_N) (SPEC §3.5): entity attention, mean over agent rows.
+    """Allocation critic Q(s, k_1..k_N): entity attention, mean over agent rows.
 
     ``x1 = relu(fc(e) + T(task one-hot) + C(#agents, #entities of e's tasks))``,
     ``Q = out(mean_i relu(attn(x1))_i)``.
@@ -145,16 +186,69 @@ class AllocCritic(nn.Module):
             (B, P).
         """
         b, p, n, k = allocs.shape
-        rep = lambda x: x.repeat_interleave(p, 0)  # noqa: E731
-        base, present = rep(self.in_fc(entities)), rep(entity_mask)  # (BP, E, D), (BP, E)
-        e2t = rep(entity2task.float()).clone()  # (BP, E, K)
-        e2t[:, :n] = allocs.reshape(b * p, n, k)
+        rows = torch.arange(b).repeat_interleave(p)  # (BP,)
+        return self.score(entities, entity_mask, entity2task, allocs.reshape(b * p, n, k), rows,
+                          gen).reshape(b, p)
+
+    def score(self, entities: torch.Tensor, entity_mask: torch.Tensor, entity2task: torch.Tensor,
+              allocs: torch.Tensor, rows: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Values of R allocations, each of the decision point ``rows[r]`` (one permutation).
+
+        Args:
+            entities: (B, E, F); entity_mask: (B, E) bool; entity2task: (B, E, K) static;
+            allocs: (R, N, K); rows: (R,) long indices into B; gen: task-permutation generator.
+
+        Returns:
+            (R,).
+        """
+        n, k = allocs.shape[1:]
+        e = entities.shape[1]
+        present = entity_mask[rows]  # (R, E)
+        e2t = entity2task.float()[rows]  # (R, E, K)
+        e2t[:, :n] = allocs
         e2t = e2t * present[..., None]
-        counts = torch.stack([e2t[:, :n].sum(1), e2t[:, n:].sum(1)], -1) * COUNT_NORM  # (BP,K,2)
-        count_x = e2t @ self.count_embed(counts)  # (BP, E, D)
-        x1 = torch.relu(base + self.task_embed(permuted_tasks(e2t, gen)) + count_x)
-        allowed = present[:, None, :] & present[:, :n, None]  # (BP, N, E)
-        x2 = torch.relu(self.attn(x1, allowed, n))  # (BP, N, D)
-        w = present[:, :n, None].float()  # (BP, N, 1)
-        pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)  # (BP, D)
-        return self.out_fc(pooled).reshape(b, p)
+        counts = torch.stack([e2t[:, :n].sum(1), e2t[:, n:].sum(1)], -1) * COUNT_NORM  # (R, K, 2)
+        # An entity row's first-layer input depends only on (decision point, entity, its
+        # subtasks, their agent counts): the entity counts per subtask are fixed by the decision
+        # point. Most of the R·E rows repeat across the proposals of a decision point, so the
+        # first layer and the key/value projections run once per distinct row.
+        idx = self._distinct_rows(rows, e2t, n)  # (R, E) index into U distinct rows, or None
+        if idx is None:
+            inv = torch.arange(len(rows) * e).reshape(len(rows), e)
+            rep_r, rep_e = torch.arange(len(rows)).repeat_interleave(e), torch.arange(e).repeat(
+                len(rows))
+        else:
+            inv, rep_r, rep_e = idx
+        u_e2t = e2t[rep_r, rep_e]  # (U, K)
+        count_x = (u_e2t[..., None] * self.count_embed(counts[rep_r])).sum(1)  # (U, D)
+        x1 = torch.relu(self.in_fc(entities)[rows[rep_r], rep_e]
+                        + self.task_embed(permuted_tasks(u_e2t, gen)) + count_x)  # (U, D)
+        q_u, kv_u = self.attn.project(x1)  # (U, D), (U, 2D)
+        key, val = kv_u[inv].chunk(2, dim=-1)  # (R, E, D) each
+        allowed = present[:, None, :] & present[:, :n, None]  # (R, N, E)
+        x2 = torch.relu(self.attn.attend(q_u[inv[:, :n]], key, val, allowed))  # (R, N, D)
+        w = present[:, :n, None].float()  # (R, N, 1)
+        pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)  # (R, D)
+        return self.out_fc(pooled).squeeze(-1)
+
+    @staticmethod
+    def _distinct_rows(rows: torch.Tensor, e2t: torch.Tensor, n: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Distinct (decision point, entity, subtasks, agent counts) rows of a scoring batch.
+
+        Returns (inverse (R, E), representative row (U,), representative entity (U,)), or None
+        when the integer key would overflow.
+        """
+        r, e, k = e2t.shape
+        radix = n + 2  # per subtask: 0 = not a member, 1 + #agents otherwise
+        if (int(rows.max()) + 1) * e * float(radix) ** k >= 2**62:
+            return None
+        member = (e2t > 0).long()  # (R, E, K)
+        n_ag = e2t[:, :n].sum(1).round().long()  # (R, K)
+        key = rows[:, None] * e + torch.arange(e)  # (R, E)
+        for j in range(k):
+            key = key * radix + member[..., j] * (1 + n_ag[:, None, j])
+        _, inv = torch.unique(key.flatten(), return_inverse=True)  # (R·E,)
+        first = torch.full((int(inv.max()) + 1,), r * e, dtype=torch.long).scatter_reduce(
+            0, inv, torch.arange(r * e), "amin")  # (U,)
+        return inv.reshape(r, e), first // e, first % e

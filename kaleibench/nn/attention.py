@@ -1,7 +1,7 @@
 """Entity attention, subtask masking and the per-subtask mixer of ALMA's low level.
 
 ALMA: Iqbal, Costales, Sha, "ALMA: Hierarchical Learning for Composite Multi-Agent Tasks",
-NeurIPS 2022, arXiv 2206.07505 (SPEC §3.3). Masks are positive: True = may attend / present.
+NeurIPS 2022, arXiv 2206.07505. Masks are positive: True = may attend / present.
 Shapes: B rows, E entities (agents first), N agents, K subtasks, F entity features, D width.
 """
 
@@ -52,20 +52,69 @@ class EntityAttention(nn.Module):
         Returns:
             (B, n_queries, D); rows with nothing allowed are 0.
         """
-        b, e, d = x.shape
-        h = self.n_heads
+        d = x.shape[-1]
         w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)  # fused in_trans, Q rows only
         q = x[:, :n_queries] @ w_q.t()  # (B, Q, D)
         k, v = (x @ w_kv.t()).chunk(2, dim=-1)  # (B, E, D) each
+        return self.attend(q, k, v, allowed)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query and key|value projections of rows x (..., D): (..., D), (..., 2D)."""
+        d = x.shape[-1]
+        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)
+        return x @ w_q.t(), x @ w_kv.t()
+
+    def forward_distinct(self, x_u: torch.Tensor, inv: torch.Tensor, allowed: torch.Tensor,
+                         n_queries: int) -> torch.Tensor:
+        """:meth:`forward` on rows given once: entity j of row r is ``x_u[inv[r, j]]``.
+
+        Args:
+            x_u: (U, D) distinct entity embeddings; inv: (B, E) long; allowed: (B, Q, E).
+
+        Returns:
+            (B, Q, D), equal to ``forward(x_u[inv], allowed, n_queries)``.
+        """
+        d = x_u.shape[-1]
+        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)
+        k, v = (x_u @ w_kv.t())[inv].chunk(2, dim=-1)  # (B, E, D) each
+        return self.attend(x_u[inv[:, :n_queries]] @ w_q.t(), k, v, allowed)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+               ) -> torch.Tensor:
+        """Attention of projected queries q (B, Q, D) over keys k and values v (B, E, D).
+
+        ``allowed`` (B, Q, E) bool; returns (B, Q, D), rows with nothing allowed are 0.
+        """
+        b, n_queries, d = q.shape
+        e, h = k.shape[1], self.n_heads
         q = q.reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
         k = k.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         v = v.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
         logits = q @ k.transpose(-1, -2) / (d // h) ** 0.5  # (B, H, Q, E)
+        if bool(allowed.all()):  # nothing to mask (e.g. the critic on a fully observed task)
+            return self.out_trans((torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(
+                b, n_queries, d))
         logits = logits.masked_fill(~allowed[:, None], NEG_INF)
         weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
         out = (weights @ v).transpose(1, 2).reshape(b, n_queries, d)  # (B, Q, D)
         any_allowed = allowed.any(-1, keepdim=True)  # (B, Q, 1)
         return self.out_trans(out) * any_allowed
+
+
+def static_entity_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct entity rows of a (B, T, E, F) input when entities that never change in an
+    episode (e.g. landmarks) are given once per episode.
+
+    Returns:
+        (inv (B·T, E) long, rep (U,) long): row (b, t, e) of ``x.reshape(-1, F)`` equals row
+        ``rep[inv[b·T + t, e]]``.
+    """
+    b, t, e, _ = x.shape
+    static = (x == x[:, :1]).all(-1).all(1)  # (B, E) the same at every step
+    flat = torch.arange(b * t * e).reshape(b, t, e)
+    idx = torch.where(static[:, None, :], flat[:, :1].expand(b, t, e), flat)
+    rep, inv = torch.unique(idx.flatten(), return_inverse=True)
+    return inv.reshape(b * t, e), rep
 
 
 def subtask_allowed(obs_mask: torch.Tensor, entity_mask: torch.Tensor,
@@ -102,12 +151,15 @@ class EntityAgent(nn.Module):
         self.fc_out = nn.Linear(hidden_dim, n_actions)
 
     def forward(self, entities: torch.Tensor, last_onehot: torch.Tensor,
-                allowed: torch.Tensor) -> torch.Tensor:
+                allowed: torch.Tensor, distinct: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
         """Q-values of the N agents.
 
         Args:
             entities: (B, E, F); last_onehot: (B, N, A) previous actions (zeros at t=0);
-            allowed: (B, E, E) bool attention mask (see :func:`subtask_allowed`).
+            allowed: (B, E, E) bool attention mask (see :func:`subtask_allowed`);
+            distinct: optional ``(inv, rep)`` of :func:`static_entity_rows`: repeated entity rows
+            then go through the first layer and the key/value projection once (same result).
 
         Returns:
             (B, N, A).
@@ -115,8 +167,13 @@ class EntityAgent(nn.Module):
         b, e, _ = entities.shape
         n = last_onehot.shape[1]
         pad = last_onehot.new_zeros(b, e - n, self.n_actions)  # (B, E-N, A)
-        x = torch.relu(self.fc1(torch.cat([entities, torch.cat([last_onehot, pad], 1)], -1)))
-        h = torch.relu(self.attn(x, allowed[:, :n], n))  # (B, N, D)
+        x_in = torch.cat([entities, torch.cat([last_onehot, pad], 1)], -1)  # (B, E, F+A)
+        if distinct is None:
+            h = torch.relu(self.attn(torch.relu(self.fc1(x_in)), allowed[:, :n], n))  # (B, N, D)
+        else:
+            inv, rep = distinct
+            x_u = torch.relu(self.fc1(x_in.reshape(-1, x_in.shape[-1])[rep]))  # (U, D)
+            h = torch.relu(self.attn.forward_distinct(x_u, inv, allowed[:, :n], n))
         return self.fc_out(torch.relu(self.fc2(h)))  # (B, N, A)
 
 

@@ -39,3 +39,91 @@ class QMixer(nn.Module):
         wf = self.hyper_wf(s).abs().view(-1, self.embed_dim, 1)  # (M, E, 1)
         v = self.value(s).view(-1, 1, 1)  # (M, 1, 1)
         return (torch.bmm(hidden, wf) + v).view(*lead)
+
+
+class AttentionHyperNet(nn.Module):
+    """One vector per agent from masked entity attention: ``fc2(attn(relu(fc1(x))))``.
+
+    The agents are the queries; ``allowed`` says which entities each may attend to (under
+    subtask masking: the entities of its own subtask). Absent agents get 0.
+    """
+
+    def __init__(self, in_dim: int, hyper_dim: int, out_dim: int, n_heads: int) -> None:
+        super().__init__()
+        from kaleibench.nn.attention import EntityAttention
+
+        self.fc1 = nn.Linear(in_dim, hyper_dim)
+        self.attn = EntityAttention(hyper_dim, n_heads)
+        self.fc2 = nn.Linear(hyper_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, agent_mask: torch.Tensor,
+                distinct: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, E, F), allowed (B, N, E) bool, agent_mask (B, N) bool -> (B, N, out).
+
+        ``distinct`` (inv, rep): entity row (b, e) equals row ``rep[inv[b, e]]`` of
+        ``x.reshape(-1, F)``; repeated rows are then embedded once (same result).
+        """
+        n = allowed.shape[1]
+        if distinct is None:
+            h = self.attn(torch.relu(self.fc1(x)), allowed, n)  # (B, N, H)
+        else:
+            inv, rep = distinct
+            x_u = torch.relu(self.fc1(x.reshape(-1, x.shape[-1])[rep]))  # (U, H)
+            h = self.attn.forward_distinct(x_u, inv, allowed, n)
+        return self.fc2(h) * agent_mask[..., None].float()
+
+
+class AttentionSubtaskMixer(nn.Module):
+    """ALMA's mixer: one monotone Q_tot per subtask from attention hyper-networks over entities.
+
+    Four hyper-networks (:class:`AttentionHyperNet`) read the entities (with the agents' last
+    actions) under the subtask attention mask and give one vector per agent. For subtask k the
+    vectors of agents outside k are zeroed ("one copy per subtask"):
+
+    ``Q_k = ELU(Σ_{i∈k} q_i W1_i + b1_k) · Wf_k + V_k`` with ``W1_i = softmax(w1_i)`` over the
+    mixing width, ``b1_k = |mean_i b_i|``, ``Wf_k = softmax(mean_i f_i)``, ``V_k = |mean_i v_i|``
+    (means over all N agent slots, the zeroed ones included). Softmax weights are positive, so
+    ∂Q_k/∂q_i ≥ 0 and = 0 for agents outside k.
+    """
+
+    def __init__(self, in_dim: int, embed_dim: int = 32, hypernet_embed: int = 128,
+                 n_heads: int = 4) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.hyper_w1 = AttentionHyperNet(in_dim, hypernet_embed, embed_dim, n_heads)
+        self.hyper_b1 = AttentionHyperNet(in_dim, hypernet_embed, embed_dim, n_heads)
+        self.hyper_wf = AttentionHyperNet(in_dim, hypernet_embed, embed_dim, n_heads)
+        self.hyper_v = AttentionHyperNet(in_dim, hypernet_embed, 1, n_heads)
+
+    def forward(self, q: torch.Tensor, entities: torch.Tensor, entity2task: torch.Tensor,
+                entity_mask: torch.Tensor, distinct: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Per-subtask Q_tot.
+
+        Args:
+            q: (B, N) chosen-action Q-values; entities: (B, E, F) entity features (the agents'
+            last actions included); entity2task: (B, E, K) membership with the agents'
+            allocation; entity_mask: (B, E) bool presence; distinct: optional repeated-row
+            index (see :class:`AttentionHyperNet`).
+
+        Returns:
+            (B, K).
+        """
+        n = q.shape[1]
+        present = entity_mask.bool()
+        member = entity2task.float() * present[..., None].float()  # (B, E, K)
+        same = (member[:, :n] @ member.transpose(1, 2)) > 0  # (B, N, E) shares a subtask
+        allowed = same & present[:, None, :]
+        agents = present[:, :n]
+        in_task = member[:, :n].transpose(1, 2)  # (B, K, N) agent i in subtask k
+
+        def per_task(x: torch.Tensor) -> torch.Tensor:  # (B, N, D) -> (B, K, N, D)
+            return x[:, None] * in_task[..., None]
+
+        args = (entities, allowed, agents, distinct)
+        w1 = per_task(torch.softmax(self.hyper_w1(*args), -1))  # (B, K, N, M)
+        b1 = per_task(self.hyper_b1(*args)).mean(2).abs()  # (B, K, M)
+        wf = torch.softmax(per_task(self.hyper_wf(*args)).mean(2), -1)  # (B, K, M)
+        v = per_task(self.hyper_v(*args)).mean((2, 3)).abs()  # (B, K)
+        hidden = nn.functional.elu((q[:, None, :, None] * w1).sum(2) + b1)  # (B, K, M)
+        return (hidden * wf).sum(-1) + v

@@ -1,59 +1,19 @@
-"""Loss terms of ALMA's amortized Q-learning and of the MINE (JSD) estimator, as pure functions.
+"""Loss terms of ALMA's amortized Q-learning of the allocation, as pure functions.
 
-ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505 (SPEC §3.7).
-MINE: Belghazi et al., "Mutual Information Neural Estimation", ICML 2018, arXiv 1801.04062; the
-Jensen-Shannon Fenchel-dual form follows Hjelm et al. (Deep InfoMax, arXiv 1808.06670) as used in
-RACE (SPEC §4.1). Shapes: B episodes, T transitions, M decision points, P proposals, D width.
+ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505. Shapes: B episodes, T transitions,
+M decision points, P proposals.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
-
-LOG2 = math.log(2.0)
-
-
-def jsd_positive(p: torch.Tensor) -> torch.Tensor:
-    """E_P term of the JSD Fenchel dual: ``log 2 − softplus(−p)``."""
-    return LOG2 - F.softplus(-p)
-
-
-def jsd_negative(q: torch.Tensor) -> torch.Tensor:
-    """E_Q term of the JSD Fenchel dual: ``softplus(−q) + q − log 2`` (= softplus(q) − log 2)."""
-    return F.softplus(-q) + q - LOG2
-
-
-def fenchel_dual_loss(local: torch.Tensor, glob: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """JSD MINE loss over M paired samples; pairs (i, i) are joint, (i, j≠i) are marginal.
-
-    ``u_ij = ⟨g_i, l_j⟩``, ``L_i = Σ_{j≠i} (softplus(u_ij) − log 2) / (M − 1) − (log 2 −
-    softplus(−u_ii))``, ``MI_i = log 2 − softplus(−u_ii)``. Minimising L maximises the JSD
-    lower bound on I(l; g).
-
-    Args:
-        local: (M, D) embeddings of one side; glob: (M, D) of the other; M ≥ 2.
-
-    Returns:
-        (loss (M,), mi (M,)).
-    """
-    m = local.shape[0]
-    if m < 2:
-        raise ValueError("the Fenchel-dual loss needs at least 2 samples")
-    u = glob @ local.t()  # (M, M)
-    eye = torch.eye(m, dtype=torch.bool)
-    e_pos = jsd_positive(u.diagonal())  # (M,)
-    e_neg = jsd_negative(u).masked_fill(eye, 0.0).sum(1) / (m - 1)  # (M,)
-    return e_neg - e_pos, e_pos
 
 
 @dataclass
 class MetaBatch:
-    """Decision points of a batch of episodes, flattened in (episode, time) order (SPEC §3.7)."""
+    """Decision points of a batch of episodes, flattened in (episode, time) order."""
 
     episode: torch.Tensor  # (M,) long episode index
     t: torch.Tensor  # (M,) long time of the decision
@@ -63,18 +23,26 @@ class MetaBatch:
 
 
 def make_meta_batch(reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor,
-                    filled: torch.Tensor, decision: torch.Tensor, action_length: int
-                    ) -> MetaBatch:
+                    filled: torch.Tensor, decision: torch.Tensor, action_length: int,
+                    timeout_is_terminal: bool = False) -> MetaBatch:
     """Segment rewards, terminations and masks of every decision point.
 
     A segment runs from a decision to the step before the next one in the same episode.
-    ``mask = 0`` if a time-limit truncation falls inside the segment, and for the last decision
-    of each episode unless its segment terminates (the next row is another episode).
+
+    * ``timeout_is_terminal=True`` (a time limit that is part of the task, every MPE task): a
+      segment that reaches the time limit is a real terminal segment, its target is its reward
+      alone (no bootstrap) and it is trained like any other.
+    * ``False`` (an artificial limit on an unlimited task, ALMA's own setting): the value after a
+      truncation is unknown, so a segment containing one gets ``mask = 0``.
+
+    In both cases the last decision of an episode gets ``mask = 0`` unless its segment ends the
+    episode for good (its next row belongs to another episode).
 
     Args:
         reward: (B, T) team reward; terminated, truncated, filled: (B, T);
         decision: (B, T) bool, decision points (t = 0 must be one in every episode).
         action_length: the reward scale 1 / action_length of ALMA.
+        timeout_is_terminal: whether reaching the time limit ends the task.
     """
     dec = decision.bool() & filled.bool()  # (B, T)
     if not dec[:, 0].all():
@@ -88,7 +56,11 @@ def make_meta_batch(reward: torch.Tensor, terminated: torch.Tensor, truncated: t
     episode, t = dec.nonzero(as_tuple=True)  # (M,), (M,)
     last = torch.ones(m, dtype=torch.bool)
     last[:-1] = episode[1:] != episode[:-1]
-    mask = ~seg_trunc & (~last | seg_term)
+    if timeout_is_terminal:
+        seg_term = seg_term | seg_trunc
+        mask = ~last | seg_term
+    else:
+        mask = ~seg_trunc & (~last | seg_term)
     return MetaBatch(episode, t, seg_r / action_length, seg_term.float(), mask.float())
 
 

@@ -34,7 +34,9 @@ def td_targets(
 ) -> torch.Tensor:
     """One-step TD target y = r + γ (1 − d) Q_tot⁻(s′, ·).
 
-    ``d`` is *termination* only: a time-limit truncation still bootstraps (SPEC Decision 1).
+    ``d`` marks the transitions that end the task: true terminations, plus reaching a time limit
+    when that limit is part of the task (:func:`kaleibench.algos.base.done_mask` builds it); a
+    truncation that is not terminal bootstraps.
 
     Args:
         reward: (B, T) team reward (possibly standardised).
@@ -63,8 +65,9 @@ def lambda_targets(
         y_t = r_t + γ (1 − d_t) [(1 − λ) Q⁻_t + λ y_{t+1}]   if step t+1 is filled,
         y_t = r_t + γ (1 − d_t) Q⁻_t                         at an episode's last filled step.
 
-    ``d`` is *termination* only, so a truncated episode bootstraps from the target at its final
-    next state and a terminated one does not (SPEC Decision 1). λ = 0 gives :func:`td_targets`
+    ``d`` marks the transitions that end the task (see :func:`td_targets`), so an episode cut by a
+    non-terminal truncation bootstraps from the target at its final next state and an ended one
+    does not. λ = 0 gives :func:`td_targets`
     exactly; λ = 1 gives the discounted return of the rest of the episode plus γ^k Q⁻ at its
     final next state (0 if terminated). Values at unfilled steps are meaningless (masked out).
 

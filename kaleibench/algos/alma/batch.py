@@ -1,5 +1,5 @@
 """Tensor plumbing shared by ALMA's acting and learning: allocations into the entity view,
-decision-point gathering, recency-filtered sampling (SPEC §3.6-3.7).
+decision-point gathering, recency-filtered sampling.
 
 ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505. Shapes: B rows/episodes, T steps,
 E entities, N agents, K subtasks, M decision points.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kaleibench.losses_alma import MetaBatch
+from kaleibench.losses.alma import MetaBatch
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 
 ENTITY_STATE = ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask")

@@ -1,10 +1,14 @@
-"""ALMA+MINE: ALMA-alloc plus a MINE (JSD) term in the allocation-policy objective (Decision 7).
+"""ALMA+MINE: ALMA-alloc plus a MINE (JSD) term in the allocation-policy objective.
 
 ALMA: Iqbal, Costales, Sha, NeurIPS 2022, arXiv 2206.07505. MINE: Belghazi et al., ICML 2018,
-arXiv 1801.04062. The MI is between each active agent's allocation embedding and the masked mean
-of the active task embeddings, computed once inside the amortisation pass, and added to the
-policy loss as a tensor: ``L_π = L_amort − 0.01 H + mi_weight · L_MI`` (SPEC §4.3). This module
-only composes :class:`Alma` with :class:`MineRegulariser`; it copies no update code.
+arXiv 1801.04062; its use as a MARL regulariser follows RACE (Li et al., ICML 2023). The MI is
+between each active agent's allocation embedding and the masked mean of the active task
+embeddings, computed once inside the amortisation pass. The statistics network minimises the
+unweighted JSD loss with its own Adam; the policy's shared encoder receives ``mi_weight`` × that
+loss's gradient, so ``L_π = L_amort − c_H H + mi_weight · L_MI`` as far as the policy is
+concerned. Logged: ``alloc/mi_loss``, ``alloc/mi_estimate`` (the JSD bound E_pos − E_neg),
+``alloc/mi_pos`` (E_pos alone) and ``alloc/mi_grad_ratio`` (‖∇ MI‖ / ‖∇ amortisation‖ on the
+shared encoder). This module only composes :class:`Alma` with :class:`MineRegulariser`.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from kaleibench.algos.alma import Alma
-from kaleibench.algos.alma_config import AlmaMineConfig
+from kaleibench.algos.alma.config import AlmaMineConfig
+from kaleibench.algos.alma.learner import Alma
 from kaleibench.algos.base import EnvInfo
 from kaleibench.envs.base import TimeStep
 from kaleibench.nn.mine import MineRegulariser
 from kaleibench.train.buffer import EpisodeBatch
+
+__all__ = ["AlmaMine"]
 
 
 class AlmaMine:
@@ -31,7 +37,7 @@ class AlmaMine:
 
     def __init__(self, config: AlmaMineConfig, env_info: EnvInfo, seed: int) -> None:
         self.mine = MineRegulariser(config.embed_dim, config.mi_embed_dim, config.mi_weight,
-                                    config.mi_detach_global)
+                                    config.mi_detach_global, config.mi_lr, config.grad_norm_clip)
         self.alma = Alma(config, env_info, seed, alloc_regulariser=self.mine)
 
     def init_hidden(self, batch_size: int) -> Any:
@@ -43,11 +49,11 @@ class AlmaMine:
         return self.alma.act(ts, hidden, t_env, explore)
 
     def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
-        """See :meth:`Alma.train_on`; adds ``alloc_mi_loss`` and ``mi_estimate``."""
+        """See :meth:`Alma.train_on`; adds the ``alloc/mi_*`` metrics."""
         return self.alma.train_on(batch, t_env)
 
     def state_dict(self) -> dict[str, Any]:
-        """See :meth:`Alma.state_dict` (the MINE network is included)."""
+        """See :meth:`Alma.state_dict` (the MINE network and its optimiser are included)."""
         return self.alma.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

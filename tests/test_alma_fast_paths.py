@@ -1,0 +1,147 @@
+"""The optimised ALMA update equals the straightforward reference paths (tests/alma_reference.py)
+on fixed batches: same samples, same losses and gradients to float tolerance."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from alma_reference import alloc_losses, critic_rows, policy_rows, td_loss
+
+from kaleibench.algos.alma import Alma, AlmaConfig
+from kaleibench.algos.base import EnvInfo
+from kaleibench.envs import make
+from kaleibench.train.buffer import EpisodeBatch
+from kaleibench.train.rollout import collect
+
+SMALL = dict(embed_dim=16, n_heads=2, hidden_dim=16, mixing_embed_dim=8, hypernet_embed=16,
+             batch_size=8, alloc_batch_size=8, n_proposals=32, buffer_size=50)
+TOL = dict(rtol=1e-4, atol=1e-6)
+
+
+def _setup(mixer: str = "attention", timeout_is_terminal: bool | None = None
+           ) -> tuple[Alma, EpisodeBatch]:
+    env = make("mpe/spread-v0", n_envs=8, seed=0, backend="numpy")
+    config = AlmaConfig(**SMALL, mixer=mixer, timeout_is_terminal=timeout_is_terminal)
+    algo = Alma(config, EnvInfo.of(env, 10_000), 0)
+    batch = collect(env, algo, 100, explore=True, seeds=list(range(8))).batch
+    batch.data["t_added"] = torch.full((8,), 100, dtype=torch.long)
+    return algo, batch
+
+
+def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+@pytest.mark.parametrize("mixer", ["attention", "subtask"])
+def test_low_level_single_online_pass_equals_two_passes(mixer: str) -> None:
+    algo, batch = _setup(mixer)
+    low = algo.low
+    alloc = batch["alloc"][:, :-1]
+    assert (alloc[:, 1:] != alloc[:, :-1]).any(), "no allocation change: the fix-up path is idle"
+    moments = copy.deepcopy(low.reward_ms)
+    loss, stats = low.td_loss(batch)
+    low.reward_ms = moments
+    ref_loss, ref_stats = td_loss(low, batch)
+    torch.testing.assert_close(loss, ref_loss, **TOL)
+    for g, r in zip(_grads(loss, low.params), _grads(ref_loss, low.params), strict=True):
+        torch.testing.assert_close(g, r, **TOL)
+    assert stats.keys() == ref_stats.keys()
+    for key in stats:
+        assert stats[key] == pytest.approx(ref_stats[key], rel=1e-4, abs=1e-6), key
+    # the double-Q argmax input itself: online Q at s' under the allocation of t
+    from kaleibench.algos.alma.batch import last_action_onehot, with_alloc
+
+    ent, emask, obs = batch["entities"], batch["entity_mask"], batch["obs_mask"]
+    last = last_action_onehot(batch["actions"], low.info.n_actions)
+    e2t_next = with_alloc(batch["entity2task"][:, 1:], alloc)
+    e2t_all = with_alloc(batch["entity2task"], torch.cat([alloc, alloc[:, -1:]], 1))
+    with torch.no_grad():
+        q_all = low.agent_q(low.agent, ent, emask, obs, e2t_all, last)
+        fast = low._online_next(q_all, alloc, ent, emask, obs, e2t_next, last)
+        plain = low.agent_q(low.agent, ent[:, 1:], emask[:, 1:], obs[:, 1:], e2t_next, last[:, 1:])
+    torch.testing.assert_close(fast, plain, **TOL)
+
+
+def test_policy_trie_pass_equals_rowwise_pass() -> None:
+    algo, _ = _setup()
+    b, n, k, e = 6, 3, 3, 6
+    gen = torch.Generator().manual_seed(1)
+    ent = torch.randn(b, e, 10, generator=gen)
+    emask = torch.ones(b, e, dtype=torch.bool)
+    emask[1, 2] = False  # an absent agent
+    e2t = torch.zeros(b, e, k)
+    e2t[:, n:] = torch.eye(k)
+    tmask = torch.ones(b, k, dtype=torch.bool)
+    tmask[2, 0] = False  # an inactive subtask
+    last = torch.nn.functional.one_hot(torch.randint(0, k, (b, n), generator=gen), k).float()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    out = algo.policy(ent, emask, e2t, tmask, last, 32, g1)
+    allocs, log_pi, entropy = policy_rows(algo.policy, ent, emask, e2t, tmask, last, 32, g2)
+    assert torch.equal(out.allocs, allocs)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the same random stream consumed
+    torch.testing.assert_close(out.log_pi, log_pi, **TOL)
+    torch.testing.assert_close(out.entropy, entropy, **TOL)
+    w = torch.randn(b, 32, generator=gen)
+    params = list(algo.policy.parameters())
+    for g, r in zip(_grads((out.log_pi * w).sum() + out.entropy.sum(), params),
+                    _grads((log_pi * w).sum() + entropy.sum(), params), strict=True):
+        torch.testing.assert_close(g, r, **TOL)
+    # the leaves are exactly the distinct proposals of each row, and there are fewer than P
+    for row in range(b):
+        leaves = out.leaf_allocs[out.leaf_row == row]
+        assert len(leaves) == len(torch.unique(allocs[row].flatten(1), dim=0)) < 32
+        assert torch.equal(out.allocs[row], leaves[out.proposal_leaf.reshape(b, 32)[row]
+                                                  - int((out.leaf_row < row).sum())])
+
+
+@pytest.mark.parametrize("timeout_is_terminal", [None, False])  # MPE: None → terminal
+def test_allocation_losses_equal_reference(timeout_is_terminal: bool | None) -> None:
+    algo, batch = _setup(timeout_is_terminal=timeout_is_terminal)
+    high = algo.high
+    moments = copy.deepcopy(high.alloc_reward_ms)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    losses = high.losses(batch, 100, g1)
+    high.alloc_reward_ms = moments
+    critic_loss, amort, pi_loss = alloc_losses(high, batch, 100, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    assert losses.stats["alloc/distinct_proposals"] < SMALL["n_proposals"]
+    torch.testing.assert_close(losses.critic_loss, critic_loss, **TOL)
+    torch.testing.assert_close(losses.amort, amort, **TOL)
+    torch.testing.assert_close(losses.pi_loss, pi_loss, **TOL)
+    for net, new, ref in ((high.critic, losses.critic_loss, critic_loss),
+                          (high.policy, losses.pi_loss, pi_loss)):
+        params = list(net.parameters())
+        for g, r in zip(_grads(new, params), _grads(ref, params), strict=True):
+            torch.testing.assert_close(g, r, **TOL)
+    # metrics whose arithmetic is unchanged are equal exactly
+    assert losses.stats["alloc/critic_loss"] == float(critic_loss)
+
+
+def test_critic_scores_distinct_rows_like_all_proposals() -> None:
+    algo, _ = _setup()
+    b, n, k, e = 4, 3, 3, 6
+    gen = torch.Generator().manual_seed(3)
+    ent = torch.randn(b, e, 10, generator=gen)
+    emask = torch.ones(b, e, dtype=torch.bool)
+    emask[2, 4] = False  # an absent landmark
+    e2t = torch.zeros(b, e, k)
+    e2t[:, n:] = torch.eye(k)
+    e2t[1, n] = 1.0  # an entity in every subtask (as obstacles are in tag)
+    out = algo.policy(ent, emask, e2t, torch.ones(b, k, dtype=torch.bool),
+                      torch.zeros(b, n, k), 32, gen)
+    from kaleibench.algos.alma.acting import score_proposals
+
+    full = critic_rows(algo.critic, ent, emask, e2t, out.allocs, torch.Generator().manual_seed(0))
+    fast = score_proposals(algo.critic, ent, emask, e2t, out, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(fast, full, **TOL)
+    params = list(algo.critic.parameters())
+    rows = torch.arange(b).repeat_interleave(32)
+    flat = out.allocs.flatten(0, 1)
+    every = algo.critic.score(ent, emask, e2t, flat, rows, torch.Generator().manual_seed(0))
+    w = torch.randn(b * 32, generator=gen)
+    for g, r in zip(_grads((every * w).sum(), params),
+                    _grads((full.flatten() * w).sum(), params), strict=True):
+        torch.testing.assert_close(g, r, **TOL)

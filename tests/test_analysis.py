@@ -108,6 +108,7 @@ def test_report_writes_tables_figures_and_captions(tmp_path: Path) -> None:
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000, (stem, ext)
         assert f"figures/{stem}.png" in text
     assert not (out / "figures" / "alma_allocation.png").exists()  # no alloc/ metrics
+    assert "## Variants" in text and "| qmix |" in text and "CPU s / run" in text
     for name in ("aggregate", "per_task"):
         for ext in ("md", "tex", "csv", "caption.txt"):
             assert (out / "tables" / f"{name}.{ext}").exists()

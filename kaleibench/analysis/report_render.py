@@ -24,6 +24,7 @@ from kaleibench.analysis.curves import (
 )
 from kaleibench.analysis.scores import Completeness, Results, cell_scores
 from kaleibench.analysis.significance import T_CI_METHOD
+from kaleibench.analysis.variant_table import variant_lines
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,7 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     replays = replay_lines(a, out) if figures else []
     lines = [f"# kaleibench report: {a.results.suite.name}", "", *_provenance(a), ""]
     lines += _completeness(a)
+    lines += variant_lines(a.results, a.variants)
     if not a.has_aggregates:
         lines += ["Aggregates skipped: the suite declares no normalisation bounds or no task is "
                   "shared by all variants.", ""]  # fmt: skip

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kaleibench.algos.base import EnvInfo, done_mask, resolve_timeout_is_terminal
+from kaleibench.algos.qlearning import QLearningConfig
 from kaleibench.envs.base import TimeStep
 from kaleibench.losses import (
     RunningMeanStd,
@@ -42,52 +43,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class QmixConfig:
+class QmixConfig(QLearningConfig):
     """QMIX hyperparameters: EPyMARL's QMIX defaults for MPE, with a GRU agent."""
 
     agent: str = "gru"
     """Agent network: ``gru`` (fc→GRU→fc); ``mlp`` (3 fc, EPyMARL's ``use_rnn: False``);
     ``gru-1r3`` (fc→GRU→3 fc, Kalei's matched baseline)."""
-    hidden_dim: int = 64
-    """Width of the agent network."""
     obs_agent_id: bool = True
     """Append the agent's one-hot id to its observation."""
     obs_last_action: bool = False
     """Append the agent's previous action (one-hot) to its observation."""
-    mixing_embed_dim: int = 32
-    """Mixer hidden width E."""
-    hypernet_embed: int = 64
-    """Hidden width of the 2-layer hypernetworks."""
-    gamma: float = 0.99
-    """Discount factor."""
-    lr: float = 5e-4
-    """Adam learning rate."""
-    batch_size: int = 32
-    """Episodes per gradient update."""
-    buffer_size: int = 5000
-    """Replay capacity in episodes."""
     updates_per_episode: int = 1
     """Gradient updates per collected episode (B per batch of B rows)."""
-    target_update_interval: int = 200
-    """Hard copy of online → target networks every this many updates (when ``target_tau`` is 0)."""
     target_tau: float = 0.0
     """Polyak rate: θ⁻ ← τθ + (1−τ)θ⁻ after every update; 0 = hard copies instead."""
-    double_q: bool = True
-    """Select next actions with the online agent, evaluate with the target."""
-    epsilon_start: float = 1.0
-    """ε at step 0."""
-    epsilon_finish: float = 0.05
-    """ε after annealing."""
-    epsilon_anneal_time: int = 50_000
-    """Env steps of the linear ε anneal."""
-    grad_norm_clip: float = 10.0
-    """Max global gradient norm."""
-    standardise_rewards: bool = True
-    """Standardise rewards with running moments of sampled batches (EPyMARL)."""
-    timeout_is_terminal: bool | None = None
-    """Treat reaching the time limit as terminal. ``None`` (default): as the task declares
-    (terminal on every MPE task); ``true``/``false`` force it. Resolved per run, recorded in
-    spec.json."""
     td_lambda: float = 0.0
     """λ of TD(λ) targets (pymarl2 uses 0.6); 0 = EPyMARL's 1-step double-Q targets."""
     time_aware: bool = False

@@ -31,8 +31,8 @@ def config_diff(spec: dict[str, Any]) -> dict[str, Any]:
         from kaleibench.config import to_dict
         from kaleibench.registry import load_entry_point
 
-        defaults = to_dict(load_entry_point(str(spec.get("algo")))
-                           .Config())  # the class's own defaults
+        algo: Any = load_entry_point(str(spec.get("algo")))
+        defaults = to_dict(algo.Config())  # the class's own defaults
     except Exception as exc:  # noqa: BLE001 - a plugin that is not installed here
         return {"?": f"cannot load {spec.get('algo')}: {type(exc).__name__}"}
     if defaults.get("timeout_is_terminal", False) is None:  # decided by the task by default

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -25,6 +24,7 @@ from typing import Any
 
 from kaleibench.harness.cost import CellProgress, format_eta, grid_eta, read_cell
 from kaleibench.train.spec import RunSpec
+from kaleibench.utils.interrupt import GracefulStop
 
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} steps [{elapsed}{postfix}]"
 
@@ -34,28 +34,18 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class StopRequest:
-    """First SIGINT: set :attr:`requested` and say so; second: raise ``KeyboardInterrupt``."""
+class StopRequest(GracefulStop):
+    """First SIGINT: stop dispatching and say so; second: raise ``KeyboardInterrupt``."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
-        self.requested = False
         self._say = say
         self._running: Callable[[], int] = lambda: 0
-        self._previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        super().__init__()
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+    def on_first(self) -> None:
+        """Tell the user what happens now."""
         self._say(f"stopping… no new cells start; waiting for {self._running()} running cell(s) "
                   "to checkpoint (Ctrl-C again to stop at once)")
-
-    def restore(self) -> None:
-        """Put the previous SIGINT handler back."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _say(text: str) -> None:

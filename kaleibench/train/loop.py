@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from kaleibench.train.spec import RunSpec
 from kaleibench.train.timing import RunClock
 from kaleibench.utils import io
 from kaleibench.utils.fingerprint import numerics_fingerprint
+from kaleibench.utils.interrupt import GracefulStop
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
 from kaleibench.utils.seeding import eval_seeds, numpy_stream
 from kaleibench.utils.threads import use_one_thread
@@ -352,7 +351,7 @@ class Run:
         notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
         write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0
-        stop = _GracefulStop()
+        stop = GracefulStop()
         bar = tqdm(total=t_max, initial=min(st.t_env, t_max), disable=not self.progress,
                    desc=f"{spec.variant.name} {spec.task} s{spec.seed}", unit="step",
                    dynamic_ncols=True, leave=False)
@@ -396,27 +395,6 @@ def _readable_object(path: Path) -> bool:
         return True
     except (OSError, ValueError):
         return False
-
-
-class _GracefulStop:
-    """Turn the first Ctrl-C into a flag checked between iterations, so the checkpoint written
-    on interruption is a consistent one (a second Ctrl-C interrupts at once)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        """Put the previous SIGINT handler back."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def train(spec: RunSpec, root: str | Path, progress: bool = True) -> dict[str, Any]:

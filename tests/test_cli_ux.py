@@ -9,28 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_suite import write_tiny_suite
 
 import kaleibench.algos as algos
 from kaleibench.cli import main
 from kaleibench.registry import Registry
 
-TINY = """
-name: tiny
-t_max: 100
-n_envs: 2
-eval_interval: 100
-eval_episodes: 2
-seeds: [0]
-tasks:
-  - id: mpe/spread-v0
-variants: [random]
-"""
-
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("ux")
-    (tmp / "tiny.yaml").write_text(TINY)
+    write_tiny_suite(tmp)
     out = tmp / "runs"
     assert main(["run", "--suite", str(tmp / "tiny.yaml"), "--out", str(out), "--workers", "1",
                  "--no-progress"]) == 0

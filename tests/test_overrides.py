@@ -5,31 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_suite import write_tiny_suite
 
 from kaleibench.cli import main
 from kaleibench.overrides import SAFE_NAME, derived_name, parse_scalar
 from kaleibench.utils import io
 
-TINY = """
-name: tiny
-version: 1
-t_max: 100
-n_envs: 2
-eval_interval: 100
-eval_episodes: 2
-seeds: [0]
-tasks:
-  - id: mpe/spread-v0
-    bounds: {random: -79.61, reference: -30.89}
-variants: VARIANTS
-"""
 TASK = "mpe__spread-v0/seed_0"
 
 
 def _suite(tmp_path: Path, variants: str) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.replace("VARIANTS", variants))
-    return path
+    return write_tiny_suite(tmp_path, variants)
 
 
 def _run(suite: Path, out: Path, *extra: str) -> int:

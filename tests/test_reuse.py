@@ -6,20 +6,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from tiny_suite import write_tiny_suite
 
 from kaleibench.cli import main
-
-TINY = """
-name: tiny
-t_max: 100
-n_envs: 2
-eval_interval: 100
-eval_episodes: 2
-seeds: [0]
-tasks:
-  - id: mpe/spread-v0
-variants: [VARIANT]
-"""
 
 
 def _run(suite: Path, out: Path, *extra: str) -> int:
@@ -31,8 +20,7 @@ def _run(suite: Path, out: Path, *extra: str) -> int:
 def done(tmp_path: Path) -> tuple[Path, Path]:
     variant = tmp_path / "mine.yaml"
     variant.write_text("algo: kaleibench.algos.qmix:Qmix\nconfig: {hidden_dim: 16}\n")
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(TINY.replace("VARIANT", str(variant)))
+    suite = write_tiny_suite(tmp_path, f"[{variant}]")
     out = tmp_path / "runs"
     assert _run(suite, out) == 0
     return suite, out

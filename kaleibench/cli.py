@@ -124,10 +124,26 @@ def cmd_list() -> int:
         spec = tasks.get(tid)
         print(f"  {tid:<26} N={spec.n_agents}  {'subtasks ' if spec.has_subtasks else ''}"
               f"{spec.summary}")
-    print("suites:")
+    print("suites (estimated wall time on 2 idle cores from the measured cost table; "
+          "evaluation not counted):")
     for name in suite_names():
-        print(f"  {name}")
+        print(f"  {name:<14} {_suite_line(name)}")
     return 0
+
+
+def _suite_line(name: str) -> str:
+    """``<description>; <n> learning cells, ~h:mm:ss on 2 cores`` for ``kaleibench list``."""
+    from kaleibench.harness.cost import format_eta, suite_cells, suite_estimate
+    from kaleibench.harness.suite import load_suite
+
+    try:
+        suite = load_suite(name)
+        cells = suite_cells(suite)
+    except Exception as exc:  # noqa: BLE001 - one broken suite must not hide the others
+        return f"(cannot be loaded: {exc})"
+    eta = suite_estimate(cells, workers=2)
+    cost = f"~{format_eta(eta)}" if eta is not None else "cost unknown"
+    return f"{suite.description}; {len(cells)} learning cells, {cost}"
 
 
 def _single_cell_suite(args: argparse.Namespace) -> dict[str, object]:

@@ -11,31 +11,88 @@ from pathlib import Path
 
 import pytest
 
+from kaleibench.algos import load_variant, variants
 from kaleibench.cli import main
-from kaleibench.harness.cost import CellProgress, CostModel, grid_eta, relative_cost
+from kaleibench.envs import tasks
+from kaleibench.harness.cost import (
+    CellProgress,
+    CostModel,
+    format_eta,
+    grid_eta,
+    prior,
+    prior_table,
+    relative_cost,
+    suite_cells,
+    suite_estimate,
+)
+from kaleibench.harness.suite import load_suite
 from kaleibench.utils import io
 
 
 def test_eta_weights_cells_by_their_variant_speed() -> None:
     # qmix runs at half its prior speed on this machine: alma is estimated at half its prior too
-    cells = [CellProgress("qmix", "completed", 1000, 1000, rate=680.0),
-             CellProgress("qmix", "pending", 0, 1000),
-             CellProgress("alma-alloc+lr=0.001", "pending", 0, 1000)]
+    spread = "mpe/spread-v0"
+    qmix, alma = prior("qmix", spread), prior("alma-alloc", spread)
+    assert qmix is not None and alma is not None
+    cells = [CellProgress("qmix", "completed", 1000, 1000, rate=qmix / 2, task=spread),
+             CellProgress("qmix", "pending", 0, 1000, task=spread),
+             CellProgress("alma-alloc+lr=0.001", "pending", 0, 1000, task=spread)]
     eta, model = grid_eta(cells, workers=1)
-    assert model.rate("alma-alloc+lr=0.001") == pytest.approx(44.0)
-    assert eta == pytest.approx(1000 / 680 + 1000 / 44)
-    # a step-counting ETA would say ~2.9 s: the weighted one is ~8x longer
-    assert eta > 8 * (2000 / 680)
+    assert model.rate("alma-alloc+lr=0.001", spread) == pytest.approx(alma / 2)
+    assert eta == pytest.approx(1000 / (qmix / 2) + 1000 / (alma / 2))
+    # a step-counting ETA would say 2000 steps at qmix's rate: the weighted one is far longer
+    assert eta > 4 * (2000 / (qmix / 2))
     # two workers share the work, but a cell is never split
-    assert grid_eta(cells, workers=2)[0] == pytest.approx(1000 / 44)
+    assert grid_eta(cells, workers=2)[0] == pytest.approx(1000 / (alma / 2))
     assert CostModel().rate("unknown-variant") > 0
-    assert relative_cost("alma-alloc") > 10 and relative_cost("qmix") == 1.0
+    assert relative_cost("alma-alloc") > 4 and relative_cost("qmix") == 1.0
 
 
-def test_list_shows_a_cost_per_variant(capsys: pytest.CaptureFixture[str]) -> None:
+def test_eta_weights_cells_by_their_task() -> None:
+    # six agents cost more per env step than three: the priors say so, and the ETA follows
+    n3, n6 = prior("qmix", "mpe/spread-v0"), prior("qmix", "mpe/spread-n6-v0")
+    assert n3 is not None and n6 is not None and n6 < 0.8 * n3
+    model = CostModel()
+    model.observe("qmix", n3 / 3, "mpe/spread-v0")  # this machine: 3x slower than the table
+    assert model.rate("qmix", "mpe/spread-n6-v0") == pytest.approx(n6 / 3)
+    assert model.is_measured("qmix", "mpe/spread-v0")
+    assert not model.is_measured("qmix", "mpe/spread-n6-v0")
+    # a task the table does not know: the variant's measured rate elsewhere stands in
+    assert model.rate("qmix", "mpe/not-in-the-table-v0") == pytest.approx(n3 / 3)
+
+
+def test_the_cost_table_covers_every_built_in_cell() -> None:
+    table = prior_table()
+    for name in variants.names():
+        variant = load_variant(name)
+        if not variant.learns:
+            continue
+        for task in tasks.names():
+            if variant.needs_subtasks and not tasks.get(task).has_subtasks:
+                continue
+            assert table.get(name, {}).get(task, 0) > 0, (name, task)
+
+
+def test_suite_estimate_spreads_cells_over_cores_without_splitting_one() -> None:
+    rate = prior("qmix", "mpe/spread-v0")
+    assert rate is not None
+    cells = [("qmix", "mpe/spread-v0", int(rate * 10))] * 3
+    assert suite_estimate(cells, workers=2) == pytest.approx(15.0, rel=1e-3)
+    assert suite_estimate(cells[:1], workers=2) == pytest.approx(10.0, rel=1e-3)
+    assert suite_estimate([("no-such-variant", "mpe/spread-v0", 100)]) is None
+
+
+def test_list_shows_a_cost_per_variant_and_per_suite(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
-    (alma,) = [line for line in capsys.readouterr().out.splitlines() if "alma-alloc " in line]
+    out = capsys.readouterr().out.splitlines()
+    (alma,) = [line for line in out if line.startswith("  alma-alloc ")]
     assert "x qmix per env step" in alma
+    (smoke,) = [line for line in out if line.startswith("  smoke ")]
+    cells = suite_cells(load_suite("smoke"))
+    assert len(cells) == 12 and "12 learning cells" in smoke
+    eta = suite_estimate(cells)
+    assert eta is not None and f"~{format_eta(eta)}" in smoke
+    assert not [line for line in out if "cost unknown" in line or "cannot be loaded" in line]
 
 
 def test_status_counts_pending_cells_and_gives_an_eta(

@@ -130,7 +130,7 @@ class _Bar:
     def cells(self) -> list[CellProgress]:
         """Progress of every cell of this invocation."""
         return [read_cell(s.run_dir(self.root), s.variant.name, s.t_max,
-                          self.learns[s.variant.name]) for s in self.todo]
+                          self.learns[s.variant.name], s.task) for s in self.todo]
 
     def update(self, running: Any) -> None:
         """Refresh at most once a second."""

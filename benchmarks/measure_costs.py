@@ -1,0 +1,105 @@
+"""Measure the cost table behind ETAs and suite estimates: env steps per CPU-second of training.
+
+For every learning variant on every task it can run (ALMA needs tasks with subtasks), a fresh
+single-threaded subprocess trains with the training loop's work (collect a batch of ``n_envs``
+episodes, then the learner's updates) for a fixed amount of CPU time after a warm-up that fills
+the replay buffer, and reports env steps ÷ ``time.process_time()``. CPU time, not wall time, so
+other load on the machine hardly enters the figures; evaluation episodes are not included (they
+are greedy rollouts without updates, a few per cent of a cell).
+
+Usage (from the repository root; writes the table that ``kaleibench list``, ``status`` and the
+progress bar use)::
+
+    python benchmarks/measure_costs.py --out kaleibench/harness/cost_priors.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+args = json.loads(sys.argv[1])
+from kaleibench.utils.threads import use_one_thread
+use_one_thread()
+import kaleibench
+from kaleibench.algos import load_variant
+from kaleibench.algos.base import EnvInfo
+from kaleibench.train.rollout import collect
+env = kaleibench.make(args["task"], n_envs=8, seed=0)
+algo = load_variant(args["variant"]).build(EnvInfo.of(env, 2_050_000), seed=0)
+for _ in range(4):  # warm buffer: every later episode triggers its updates
+    algo.train_on(collect(env, algo, 100_000, True).batch, 100_000)
+steps, start = 0, time.process_time()
+while time.process_time() - start < args["seconds"]:
+    ro = collect(env, algo, 100_000, explore=True)
+    algo.train_on(ro.batch, 100_000)
+    steps += ro.steps
+print(json.dumps({"rate": steps / (time.process_time() - start)}))
+"""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def measure(variant: str, task: str, seconds: float) -> float:
+    """Env steps per CPU-second of ``variant`` training on ``task`` (one fresh process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = json.dumps({"variant": variant, "task": task, "seconds": seconds})
+    out = subprocess.run([sys.executable, "-c", WORKER, args], env=env, cwd=REPO, check=True,
+                         capture_output=True, text=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["rate"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
+    from kaleibench.algos import load_variant, variants
+    from kaleibench.envs import tasks
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=6.0,
+                        help="CPU seconds measured per QMIX-family cell (ALMA: 3x)")
+    parser.add_argument("--variants", nargs="*")
+    args = parser.parse_args(argv)
+    names = args.variants or [v for v in variants.names() if load_variant(v).learns]
+    rates: dict[str, dict[str, float]] = {}
+    for name in names:
+        variant = load_variant(name)
+        seconds = args.seconds * (3 if variant.needs_subtasks else 1)
+        for task in tasks.names():
+            if variant.needs_subtasks and not tasks.get(task).has_subtasks:
+                continue
+            rate = measure(name, task, seconds)
+            rates.setdefault(name, {})[task] = round(rate, 1)
+            print(f"{name:<12} {task:<26} {rate:8.1f} env steps/CPU-s", flush=True)
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()
+    table = {"method": "env steps per CPU-second of one single-threaded training process "
+                       "(collect 8 episodes + the learner's updates), after a 4-batch warm-up, "
+                       f"{args.seconds:g} CPU-s per QMIX-family cell, 3x that for ALMA",
+             "cpu": cpu_name(), "commit": sha, "date": time.strftime("%Y-%m-%d"),
+             "rates": rates}
+    args.out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

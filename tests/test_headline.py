@@ -25,7 +25,7 @@ from kaleibench.analysis.scores import load_results
 from kaleibench.analysis.synthetic import write_synthetic_results
 from kaleibench.cli import main
 from kaleibench.config import ConfigError
-from kaleibench.harness.suite import parse_suite
+from kaleibench.harness.suite import load_suite, parse_suite
 
 TASKS = {"mpe/spread-v0": (-80.0, -30.0), "mpe/spread-sight05-v0": (-80.0, -50.0)}
 
@@ -171,3 +171,10 @@ def test_misspelt_compare_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["run", "--suite", str(path), "--out", str(tmp_path / "o"), "--workers", "1",
                  "--no-progress"]) == 2
     assert "Did you mean: `compare`" in capsys.readouterr().err
+
+@pytest.mark.parametrize("name", ["kalei-vs-1r3", "mine-ablation"])
+def test_comparison_suites_declare_their_comparison(name: str) -> None:
+    suite = load_suite(name)
+    assert suite.compare is not None and len(suite.seeds) >= 5
+    radii = {r for r, _ in ranges([t.id for t in suite.tasks])}
+    assert FULL in radii and len(radii) >= 2  # full and partial observation

@@ -41,7 +41,8 @@ def _headline(tmp_path: Path, variants: tuple[str, ...], skills: list[float], se
 def test_ranges_group_tasks_by_sight_radius() -> None:
     got = ranges(["mpe/tag-4v2-sight05-v0", "mpe/spread-v0", "mpe/spread-sight10-v0",
                   "mpe/spread-sight05-v0", "made/up-v0"])
-    assert got == [(FULL, ["mpe/spread-v0", "made/up-v0"]), ("sight 1", ["mpe/spread-sight10-v0"]),
+    assert got == [(FULL, ["mpe/spread-v0", "made/up-v0"]),
+                   ("sight 1.0", ["mpe/spread-sight10-v0"]),
                    ("sight 0.5", ["mpe/tag-4v2-sight05-v0", "mpe/spread-sight05-v0"])]
 
 

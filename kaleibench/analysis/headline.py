@@ -160,7 +160,7 @@ def ranges(task_ids: list[str]) -> list[tuple[str, list[str]]]:
     radii = {t: sight_radius(t) for t in task_ids}
     order = sorted({r for r in radii.values() if r is not None}, reverse=True)
     groups = [(FULL, [t for t in task_ids if radii[t] is None])]
-    groups += [(f"sight {r:g}", [t for t in task_ids if radii[t] == r]) for r in order]
+    groups += [(f"sight {r}", [t for t in task_ids if radii[t] == r]) for r in order]
     return [(label, ts) for label, ts in groups if ts]
 
 

@@ -242,7 +242,8 @@ def tag_4v2_v0() -> TaskSpec:
     )
 
 
-_SIGHT_DISTANCES = """Measured distances (``tests/test_sight.py`` re-measures the quantiles): every
+_SIGHT_DISTANCES = """Measured distances (``tests/test_sight.py`` re-measures the shares within R):
+    every
     controlled agent to every other entity, at every step of 320 episodes (the eval seeds'
     count), numpy backend. spread-v0: random policy quantiles 10/25/50/75/90 % = 0.48 / 0.78 /
     1.19 / 1.65 / 2.08, share within 0.5 = 11 %, within 1.0 = 38 %; heuristic policy 0.13 / 0.48 /

@@ -243,14 +243,13 @@ def tag_4v2_v0() -> TaskSpec:
 
 
 _SIGHT_DISTANCES = """Measured distances (``tests/test_sight.py`` re-measures the shares within R):
-    every
-    controlled agent to every other entity, at every step of 320 episodes (the eval seeds'
-    count), numpy backend. spread-v0: random policy quantiles 10/25/50/75/90 % = 0.48 / 0.78 /
-    1.19 / 1.65 / 2.08, share within 0.5 = 11 %, within 1.0 = 38 %; heuristic policy 0.13 / 0.48 /
-    0.91 / 1.32 / 1.66, within 0.5 = 26 %, within 1.0 = 56 %. tag-4v2-v0: random 0.50 / 0.76 /
-    1.14 / 1.55 / 1.90, within 0.5 = 10 %, within 1.0 = 41 %; heuristic 0.32 / 0.55 / 0.93 / 1.36 /
-    1.73, within 0.5 = 22 %, within 1.0 = 54 %. R = 1.0 hides about half of the world (the
-    median distance), R = 0.5 hides about four fifths of it."""
+    every controlled agent to every other entity, at every step of 320 episodes (the eval
+    seeds' count), numpy backend. spread-v0: random policy quantiles 10/25/50/75/90 % =
+    0.48 / 0.78 / 1.19 / 1.65 / 2.08, share within 0.5 = 11 %, within 1.0 = 38 %; heuristic
+    policy 0.13 / 0.48 / 0.91 / 1.32 / 1.66, within 0.5 = 26 %, within 1.0 = 56 %. tag-4v2-v0:
+    random 0.50 / 0.76 / 1.14 / 1.55 / 1.90, within 0.5 = 10 %, within 1.0 = 41 %; heuristic
+    0.32 / 0.55 / 0.93 / 1.36 / 1.73, within 0.5 = 22 %, within 1.0 = 54 %. R = 1.0 hides about
+    half of the world (the median distance), R = 0.5 hides about four fifths of it."""
 
 
 def _sight_doc(radius: float, base: str, flat: str, flags: str) -> str:

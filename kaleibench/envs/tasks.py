@@ -334,11 +334,12 @@ def tag_4v2_sight05_v0() -> TaskSpec:
 for _factory, _radius in ((spread_sight10_v0, 1.0), (spread_sight05_v0, 0.5),
                           (tag_4v2_sight10_v0, 1.0), (tag_4v2_sight05_v0, 0.5)):
     _base = "mpe/spread-v0" if "spread" in _factory.__name__ else "mpe/tag-4v2-v0"
-    _factory.__doc__ = (_factory.__doc__ or "") + _sight_doc(
+    _head, _sep, _history = (_factory.__doc__ or "").partition("    ## Version history")
+    _factory.__doc__ = _head.rstrip() + "\n" + _sight_doc(
         _radius, _base,
         "18 = vel 2, pos 2, landmarks 6, other agents 4, their messages 4" if "spread" in _base
         else "22 = vel 2, pos 2, obstacles 4, other agents 10, prey velocities 4",
-        "5" if "spread" in _base else "7")
+        "5" if "spread" in _base else "7").rstrip(" ") + _sep + _history
 
 
 ALL_TASKS = (

@@ -11,15 +11,18 @@ import kaleibench
 from kaleibench.envs import tasks
 from kaleibench.envs.mpe import episode_streams
 from kaleibench.envs.scripted import opponent_action, opponent_noise, steer
+from kaleibench.envs.sight import observe, sight_layout
 from kaleibench.registry import UnknownIdError
 
 TASK_IDS = tasks.names()
 
 
-def test_seven_tasks_registered() -> None:
+def test_eleven_tasks_registered() -> None:
     assert TASK_IDS == sorted([
         "mpe/spread-v0", "mpe/spread-n6-v0", "mpe/speaker-listener-v0", "mpe/reference-v0",
-        "mpe/adversary-v0", "mpe/tag-v0", "mpe/tag-4v2-v0"])
+        "mpe/adversary-v0", "mpe/tag-v0", "mpe/tag-4v2-v0",
+        "mpe/spread-sight10-v0", "mpe/spread-sight05-v0",
+        "mpe/tag-4v2-sight10-v0", "mpe/tag-4v2-sight05-v0"])
 
 
 def test_unknown_task_suggests() -> None:
@@ -81,10 +84,18 @@ def test_parity_with_raw_mpe2(task_id: str, backend: str) -> None:
         n_opp = [int(raw.action_space(o).n) for o, _ in spec.opponents]
         plans = [opponent_noise(r, ours.episode_limit, spec.opponent_eps, k)
                  for r, k in zip(streams, n_opp, strict=True)]
+        sight = sight_layout(spec)
         for t in range(ours.episode_limit):
+            full = np.zeros((1, spec.n_agents, ours.state_dim // spec.n_agents), np.float32)
             for i, name in enumerate(spec.team):
                 size = raw.observation_space(name).shape[0]
-                np.testing.assert_array_equal(ts.obs[0, i, :size], raw_obs[name])
+                full[0, i, :size] = raw_obs[name]
+            if sight is None:
+                np.testing.assert_array_equal(ts.obs, full)
+            else:  # the mask applied to mpe2's own observations and world positions
+                pos = np.array([[e.state.p_pos for e in raw.unwrapped.world.entities]])
+                np.testing.assert_array_equal(ts.obs, observe(sight, full, pos))
+            np.testing.assert_array_equal(ts.state, full.reshape(1, -1))  # always global
             act = _random_actions(ts, rng)
             raw_act = {name: int(act[0, i]) for i, name in enumerate(spec.team)}
             for k, (name, policy) in enumerate(spec.opponents):

@@ -21,6 +21,7 @@ import numpy as np
 
 from kaleibench.analysis import significance as sig
 from kaleibench.analysis import stats
+from kaleibench.analysis.headline import Headline, compute_headline
 from kaleibench.analysis.report_render import Analysis, render_report
 from kaleibench.analysis.scores import (
     Results,
@@ -86,10 +87,25 @@ def analyse(
                 agg_scores, _taus(agg_scores), seed, min(reps, 2_000), confidence,
                 bands=stats.bootstrap_applies(agg_scores),
             )  # fmt: skip
+    headline, headline_error = _headline(results, kind, seed, reps, confidence)
     return Analysis(
         results, completeness, baseline, kind, seed, reps, confidence, alpha,
         agg_scores, agg_tasks, intervals, poi, profiles, task_cells, tests,
+        headline, headline_error,
     )  # fmt: skip
+
+
+def _headline(results: Results, kind: str, seed: int, reps: int,
+              confidence: float) -> tuple[Headline | None, str]:
+    """The declared comparison's headline, or why there is none (e.g. a side was left out with
+    ``--variants``)."""
+    if results.suite.compare is None:
+        return None, ""
+    a, b = results.suite.compare
+    try:
+        return compute_headline(results, a, b, kind, seed, reps, confidence), ""
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def _taus(score_dict: dict[str, np.ndarray], n: int = 101) -> np.ndarray:

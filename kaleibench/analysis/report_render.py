@@ -22,6 +22,7 @@ from kaleibench.analysis.curves import (
     metric_keys,
     suite_iqm_curve,
 )
+from kaleibench.analysis.headline import Headline, render_headline
 from kaleibench.analysis.scores import Completeness, Results, cell_scores
 from kaleibench.analysis.significance import T_CI_METHOD
 from kaleibench.analysis.variant_table import variant_lines
@@ -46,6 +47,8 @@ class Analysis:
     profiles: dict[str, stats.Profile]
     task_cells: dict[tuple[str, str], stats.Interval | None]
     tests: list[sig.PairTest]
+    headline: Headline | None = None
+    headline_error: str = ""
 
     @property
     def variants(self) -> list[str]:
@@ -395,6 +398,10 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     replays = replay_lines(a, out) if figures else []
     lines = [f"# kaleibench report: {a.results.suite.name}", "", *_provenance(a), ""]
     lines += _completeness(a)
+    if a.headline is not None:
+        lines += render_headline(a.headline)
+    elif a.headline_error:
+        lines += [f"Headline skipped: {a.headline_error}", ""]
     lines += variant_lines(a.results, a.variants)
     if not a.has_aggregates:
         lines += ["Aggregates skipped: the suite declares no normalisation bounds or no task is "

@@ -81,6 +81,8 @@ class SuiteInfo:
     t_max: int = 0
     eval_interval: int = 0
     eval_episodes: int = 0
+    compare: tuple[str, str] | None = None
+    """The declared comparison ``(a, b)`` of a comparison suite (``suite.json`` ``compare``)."""
 
     @property
     def task_ids(self) -> list[str]:
@@ -134,6 +136,7 @@ class Results:
 
 
 def _suite_from_json(obj: dict[str, Any]) -> SuiteInfo:
+    compare = obj.get("compare")
     tasks = []
     for t in obj["tasks"]:
         bounds = t.get("bounds") or {}
@@ -148,6 +151,7 @@ def _suite_from_json(obj: dict[str, Any]) -> SuiteInfo:
         t_max=int(obj.get("t_max", 0)),
         eval_interval=int(obj.get("eval_interval", 0)),
         eval_episodes=int(obj.get("eval_episodes", 0)),
+        compare=(str(compare["a"]), str(compare["b"])) if isinstance(compare, dict) else None,
     )
 
 

@@ -145,6 +145,7 @@ def write_synthetic_results(
     eval_interval: int = 250,
     not_applicable: Sequence[tuple[str, str]] = (),
     rng: np.random.Generator | None = None,
+    compare: tuple[str, str] | None = None,
 ) -> Path:
     """Write a complete synthetic suite folder and return its path.
 
@@ -158,13 +159,15 @@ def write_synthetic_results(
         eval_interval: Steps between evals.
         not_applicable: ``(variant, task)`` cells written with status ``"n/a"``.
         rng: Source of the noise (default ``default_rng(0)``).
+        compare: A declared comparison ``(a, b)`` written to ``suite.json`` (a headline suite).
     """
     root, rng = Path(root), rng or np.random.default_rng(0)
     tasks = tasks or DEFAULT_TASKS
     skills = skills or [0.5 + 0.2 * i for i in range(len(variants))]
-    atomic_write_json(
-        root / "suite.json", _suite_json(root.name, tasks, variants, seeds, t_max, eval_interval)
-    )
+    suite = _suite_json(root.name, tasks, variants, seeds, t_max, eval_interval)
+    if compare is not None:
+        suite["compare"] = {"a": compare[0], "b": compare[1]}
+    atomic_write_json(root / "suite.json", suite)
     for variant, skill in zip(variants, skills, strict=True):
         for task, bounds in tasks.items():
             for seed in seeds:

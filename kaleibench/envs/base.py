@@ -57,6 +57,10 @@ class TaskSpec:
     and do not bootstrap through it; if not (an artificial cut of an unlimited task), they
     bootstrap. The env reports ``truncated`` either way, as mpe2 does."""
     summary: str = ""
+    sight_radius: float | None = None
+    """Partial observability: each controlled agent sees only the entities within this distance
+    (see ``kaleibench.envs.sight``); None = fully observed (every task before the sight
+    variants). The state stays global either way."""
 
     @property
     def n_agents(self) -> int:
@@ -69,8 +73,12 @@ class TaskSpec:
         return int(dict(self.kwargs)["max_cycles"])
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready description, stored in every run's spec.json."""
-        return {
+        """A JSON-ready description, stored in every run's spec.json.
+
+        ``sight_radius`` appears only when set, so the fully observed tasks' descriptions (and
+        the config hashes of their runs) are what they were before the field existed.
+        """
+        out: dict[str, Any] = {
             "id": self.id,
             "scenario": self.scenario,
             "kwargs": dict(self.kwargs),
@@ -81,6 +89,9 @@ class TaskSpec:
             "has_subtasks": self.has_subtasks,
             "time_limit_is_task": self.time_limit_is_task,
         }
+        if self.sight_radius is not None:
+            out["sight_radius"] = self.sight_radius
+        return out
 
 
 class BatchedTask(Protocol):

@@ -24,6 +24,7 @@ from kaleibench.envs.batched_scenarios import SCENARIOS, Scenario, WorldState
 from kaleibench.envs.entities import entity_layout, entity_view
 from kaleibench.envs.mpe import episode_streams
 from kaleibench.envs.scripted import opponent_noise
+from kaleibench.envs.sight import observe, sight_layout
 
 DT = 0.1
 DAMPING = 0.25
@@ -123,11 +124,13 @@ class NumpyTask:
         self.physics = Physics(sc)
         self.team = list(spec.team)
         self.n_agents = len(self.team)
-        self.obs_sizes = list(sc.obs_sizes)
+        self._sight = sight_layout(spec)
+        extra = self._sight.n_slots if self._sight is not None else 0
+        self.obs_sizes = [s + extra for s in sc.obs_sizes]
         self.action_sizes = [int(n) for n in sc.n_actions[sc.team_idx]]
         self.obs_dim = max(self.obs_sizes)
         self.n_actions = max(self.action_sizes)
-        self.state_dim = self.n_agents * self.obs_dim
+        self.state_dim = self.n_agents * max(sc.obs_sizes)  # the unmasked observations
         self.episode_limit = spec.max_cycles
         self._team_limits = np.array(self.action_sizes)  # (N,)
         self._opp_actions = [int(sc.n_actions[k]) for k in sc.opp_idx]
@@ -147,19 +150,22 @@ class NumpyTask:
         self._layout = entity_layout(spec) if spec.has_subtasks else None
 
     def _timestep(self, agent_rewards: np.ndarray, trunc: np.ndarray) -> TimeStep:
-        obs = self.scenario.team_obs(self.world)  # (B, N, O) float32
-        if obs.shape[2] < self.obs_dim:  # pragma: no cover - every scenario pads itself
+        full = self.scenario.team_obs(self.world)  # (B, N, O) float32
+        if full.shape[2] * self.n_agents < self.state_dim:  # pragma: no cover - scenarios pad
             raise RuntimeError("scenario returned unpadded observations")
+        w = self.world
+        pos = w.pos.transpose(2, 0, 1)  # (B, E, 2) view
+        obs = full if self._sight is None else observe(self._sight, full, pos)
         reward = agent_rewards.sum(axis=1).astype(np.float32)
         info: dict[str, np.ndarray] = {"agent_rewards": agent_rewards}
         if self._layout is not None:  # the entity view (subtasks)
-            w = self.world
             goal = w.goal[0] if w.goal.shape[0] else np.zeros(self.n_envs, dtype=np.int64)
-            pos, vel = w.pos.transpose(2, 0, 1), w.vel.transpose(2, 0, 1)  # (B, E, 2) views
-            info.update(entity_view(self._layout, pos, vel, goal, reward if self._t > 0 else None))
+            vel = w.vel.transpose(2, 0, 1)  # (B, E, 2) view
+            info.update(entity_view(self._layout, pos, vel, goal, reward if self._t > 0 else None,
+                                    self.spec.sight_radius))
         return TimeStep(
             obs=obs,
-            state=obs.reshape(self.n_envs, -1).copy(),
+            state=full.reshape(self.n_envs, -1).copy(),
             avail_actions=np.broadcast_to(self._avail, (self.n_envs, *self._avail.shape)).copy(),
             reward=reward,
             terminated=np.zeros(self.n_envs, dtype=bool),

@@ -11,11 +11,12 @@ Conventions (all masks are *positive*, unlike ALMA's inverted uint8 masks):
   subtask, subtask ``k`` = the k-th), then the other entities (opponents, obstacles).
 * features F = 10: type one-hot [team agent, subtask entity, opponent, obstacle], x, y, vx, vy,
   size, is_goal. Absolute frame, as ALMA.
-* ``entity_mask[e]`` True = present; ``obs_mask[i, j]`` True = i can see j (MPE is fully
-  observable); ``entity2task[e, k]`` True = e belongs to subtask k — agent rows are all False
-  (the allocator fills them), entities of no particular subtask (tag obstacles, the adversary)
-  belong to *every* subtask so they stay visible under subtask masking; ``task_mask[k]`` True =
-  active (MPE subtasks never complete).
+* ``entity_mask[e]`` True = present; ``obs_mask[i, j]`` True = i can see j (all True in the
+  fully observed tasks; with a sight radius, ``kaleibench.envs.sight.visible`` between the two
+  entities, the same test the flat observation uses); ``entity2task[e, k]`` True = e belongs
+  to subtask k — agent rows are all False (the allocator fills them), entities of no particular
+  subtask (tag obstacles, the adversary) belong to *every* subtask so they stay visible under
+  subtask masking; ``task_mask[k]`` True = active (MPE subtasks never complete).
 * ``task_rewards (B, K)`` sum to the team reward: each subtask's share is computed from the world
   (:func:`task_reward_shares`), and the remainder ``team − Σ_k R_k`` (spread: the collision
   penalties, which belong to no landmark; otherwise float rounding) is split evenly over the
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kaleibench.envs.base import TaskSpec
+from kaleibench.envs.sight import visible
 
 N_FEATURES = 10
 ENTITY_KEYS = ("entities", "entity_mask", "obs_mask", "entity2task", "task_mask", "task_rewards")
@@ -135,7 +137,8 @@ def task_reward_shares(layout: EntityLayout, pos: np.ndarray, goal: np.ndarray) 
 
 
 def entity_view(layout: EntityLayout, pos: np.ndarray, vel: np.ndarray, goal: np.ndarray,
-                team_reward: np.ndarray | None) -> dict[str, np.ndarray]:
+                team_reward: np.ndarray | None,
+                sight_radius: float | None = None) -> dict[str, np.ndarray]:
     """The entity view of B worlds.
 
     Args:
@@ -143,6 +146,8 @@ def entity_view(layout: EntityLayout, pos: np.ndarray, vel: np.ndarray, goal: np
         pos: (B, W, 2) world positions; vel: (B, W, 2) velocities (landmarks 0).
         goal: (B,) goal subtask index (adversary), zeros otherwise.
         team_reward: (B,) reward of the step that led here; None at reset (rewards 0).
+        sight_radius: None = every entity sees every other; else ``obs_mask`` is
+            :func:`kaleibench.envs.sight.visible` between every pair of view entities.
 
     Returns:
         The :data:`ENTITY_KEYS` arrays: entities (B, E, F) float32, entity_mask (B, E),
@@ -164,10 +169,15 @@ def entity_view(layout: EntityLayout, pos: np.ndarray, vel: np.ndarray, goal: np
         shares = task_reward_shares(layout, pos, goal)  # (B, K)
         rest = np.asarray(team_reward, dtype=np.float64) - shares.sum(axis=1)  # (B,)
         rewards = (shares + rest[:, None] / k).astype(np.float32)
+    if sight_radius is None:
+        obs_mask = np.ones((b, e, e), dtype=bool)
+    else:
+        targets = np.broadcast_to(layout.order, (e, e))  # row i: every view entity, from i
+        obs_mask = visible(pos, layout.order, targets, sight_radius)
     return {
         "entities": feats,
         "entity_mask": np.ones((b, e), dtype=bool),
-        "obs_mask": np.ones((b, e, e), dtype=bool),
+        "obs_mask": obs_mask,
         "entity2task": np.broadcast_to(layout.task_of, (b, e, k)).copy(),
         "task_mask": np.ones((b, k), dtype=bool),
         "task_rewards": rewards,

@@ -15,6 +15,7 @@ import numpy as np
 from kaleibench.envs.base import TaskSpec, TimeStep
 from kaleibench.envs.entities import entity_layout, entity_view
 from kaleibench.envs.scripted import opponent_action, opponent_noise
+from kaleibench.envs.sight import observe, sight_layout
 
 
 def episode_streams(seed: int, n_opponents: int) -> list[np.random.Generator]:
@@ -40,11 +41,15 @@ class Mpe2Task:
             raise ValueError(f"task {spec.id}: agents {missing} not in mpe2 agents {names}")
         self.team = list(spec.team)
         self.n_agents = len(self.team)
-        self.obs_sizes = [env0.observation_space(a).shape[0] for a in self.team]
+        self._full_sizes = [env0.observation_space(a).shape[0] for a in self.team]
+        self._full_dim = max(self._full_sizes)
+        self._sight = sight_layout(spec)
+        extra = self._sight.n_slots if self._sight is not None else 0
+        self.obs_sizes = [s + extra for s in self._full_sizes]
         self.action_sizes = [int(env0.action_space(a).n) for a in self.team]
         self.obs_dim = max(self.obs_sizes)
         self.n_actions = max(self.action_sizes)
-        self.state_dim = self.n_agents * self.obs_dim
+        self.state_dim = self.n_agents * self._full_dim  # the unmasked observations
         self.episode_limit = spec.max_cycles
         self._opp_actions = [int(env0.action_space(o).n) for o, _ in spec.opponents]
         self._avail = np.zeros((self.n_agents, self.n_actions), dtype=bool)
@@ -58,23 +63,31 @@ class Mpe2Task:
         self._layout = entity_layout(spec) if spec.has_subtasks else None
 
     # ------------------------------------------------------------------ helpers
+    def _positions(self) -> np.ndarray:
+        """(B, W, 2) float64 world positions of every row, in ``world.entities`` order."""
+        worlds = [env.unwrapped.world for env in self.envs]
+        return np.stack([[e.state.p_pos for e in w.entities] for w in worlds])
+
     def _entity_info(self, team_reward: np.ndarray | None) -> dict[str, np.ndarray]:
         """The entity view (entities, subtasks, task rewards) read from every row's mpe2 world."""
         assert self._layout is not None
         worlds = [env.unwrapped.world for env in self.envs]
-        pos = np.stack([[e.state.p_pos for e in w.entities] for w in worlds])  # (B, W, 2)
+        pos = self._positions()  # (B, W, 2)
         vel = np.stack([[e.state.p_vel for e in w.entities] for w in worlds])  # (B, W, 2)
         goal = np.zeros(self.n_envs, dtype=np.int64)
         if self.spec.scenario == "simple_adversary_v3":
             goal[:] = [w.landmarks.index(w.agents[-1].goal_a) for w in worlds]
-        return entity_view(self._layout, pos, vel, goal, team_reward)
+        return entity_view(self._layout, pos, vel, goal, team_reward, self.spec.sight_radius)
 
     def _pack(self, raw: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        obs = np.zeros((self.n_envs, self.n_agents, self.obs_dim), dtype=np.float32)
+        full = np.zeros((self.n_envs, self.n_agents, self._full_dim), dtype=np.float32)
         for b, row in enumerate(raw):
             for i, name in enumerate(self.team):
-                obs[b, i, : self.obs_sizes[i]] = row[name]
-        return obs, obs.reshape(self.n_envs, -1).copy()
+                full[b, i, : self._full_sizes[i]] = row[name]
+        state = full.reshape(self.n_envs, -1).copy()
+        if self._sight is None:
+            return full, state
+        return observe(self._sight, full, self._positions()), state
 
     def _timestep(
         self, raw_obs: list[dict[str, Any]], agent_rewards: np.ndarray, term: np.ndarray,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kaleibench.envs.base import TaskSpec
+from kaleibench.envs.sight import sight_layout, split
 
 _MOVES = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # actions 1..4
 _VEL_GAIN = 0.5  # damping term of the PD steering rule: aim at (rel_pos - gain * own velocity)
@@ -163,9 +164,70 @@ def reference_heuristic(obs: np.ndarray) -> np.ndarray:
     return np.array(actions)
 
 
+def _lookout(i: int, n: int) -> np.ndarray:
+    """Where agent ``i`` of ``n`` searches when the team sees nothing to go to: a ring of
+    radius 0.5 around the arena's centre."""
+    angle = 2 * np.pi * i / n
+    return 0.5 * np.array([np.cos(angle), np.sin(angle)])
+
+
+def spread_sight_heuristic(obs: np.ndarray, flags: np.ndarray, n_agents: int) -> np.ndarray:
+    """Spread under a sight radius: the team pools what its agents see (own positions are
+    always observed), assigns the *seen* landmarks greedily, and sends the others to search."""
+    vel, pos = obs[:, 0:2], obs[:, 2:4]
+    landmarks = obs[:, 4 : 4 + 2 * n_agents].reshape(n_agents, n_agents, 2)  # (N, L, 2) rel
+    seen = flags[:, :n_agents]  # (N, L)
+    known = np.flatnonzero(seen.any(axis=0))
+    absolute = np.array([landmarks[int(np.argmax(seen[:, j])), j]
+                         + pos[int(np.argmax(seen[:, j]))] for j in known]).reshape(-1, 2)
+    dist = np.linalg.norm(pos[:, None, :] - absolute[None], axis=-1)  # (N, known)
+    assign = _greedy_assignment(dist) if len(known) else np.full(n_agents, -1)
+    targets = [absolute[assign[i]] if assign[i] >= 0 else _lookout(i, n_agents)
+               for i in range(n_agents)]
+    return np.array([_go_to(targets[i] - pos[i], vel[i]) for i in range(n_agents)])
+
+
+def tag_sight_heuristic(obs: np.ndarray, flags: np.ndarray, n_predators: int, n_prey: int,
+                        n_obstacles: int) -> np.ndarray:
+    """Tag under a sight radius: prey positions are pooled over the predators that see them;
+    each predator chases its prey (as ``tag-chase``) if seen, else the nearest seen prey, else
+    it searches."""
+    vel, pos = obs[:, 0:2], obs[:, 2:4]
+    start = 4 + 2 * n_obstacles + 2 * (n_predators - 1)
+    prey = obs[:, start : start + 2 * n_prey].reshape(n_predators, n_prey, 2)  # (N, G, 2) rel
+    first = n_obstacles + n_predators - 1
+    seen = flags[:, first : first + n_prey]  # (N, G)
+    absolute = {g: prey[int(np.argmax(seen[:, g])), g] + pos[int(np.argmax(seen[:, g]))]
+                for g in range(n_prey) if seen[:, g].any()}
+    actions = []
+    for i in range(n_predators):
+        mine = i % n_prey
+        if mine in absolute:
+            target = absolute[mine]
+        elif absolute:
+            target = min(absolute.values(), key=lambda q: float(np.linalg.norm(q - pos[i])))
+        else:
+            target = _lookout(i, n_predators)
+        actions.append(steer(target - pos[i] - 0.2 * vel[i], deadzone=1e-6))
+    return np.array(actions)
+
+
 def team_heuristic(spec: TaskSpec, obs: np.ndarray) -> np.ndarray:
-    """Actions (N,) of the task's scripted team policy for one row's observations (N, O)."""
+    """Actions (N,) of the task's scripted team policy for one row's observations (N, O).
+
+    With a sight radius the heuristic reads the same masked observations the agents get (pooled
+    over the team: it is a reference policy, not a decentralised one).
+    """
     kw = dict(spec.kwargs)
+    layout = sight_layout(spec)
+    if layout is not None:
+        masked, flags = split(layout, obs)
+        if spec.heuristic == "spread-greedy":
+            return spread_sight_heuristic(masked, flags, kw["N"])
+        if spec.heuristic == "tag-chase":
+            return tag_sight_heuristic(masked, flags, kw["num_adversaries"], kw["num_good"],
+                                       kw["num_obstacles"])
+        raise ValueError(f"task {spec.id}: no sight-limited heuristic {spec.heuristic!r}")
     if spec.heuristic == "spread-greedy":
         return spread_heuristic(obs, kw["N"])
     if spec.heuristic == "tag-chase":

@@ -242,6 +242,106 @@ def tag_4v2_v0() -> TaskSpec:
     )
 
 
+_SIGHT_DISTANCES = """Measured distances (``tests/test_sight.py`` re-measures the shares within R):
+    every controlled agent to every other entity, at every step of 320 episodes (the eval
+    seeds' count), numpy backend. spread-v0: random policy quantiles 10/25/50/75/90 % =
+    0.48 / 0.78 / 1.19 / 1.65 / 2.08, share within 0.5 = 11 %, within 1.0 = 38 %; heuristic
+    policy 0.13 / 0.48 / 0.91 / 1.32 / 1.66, within 0.5 = 26 %, within 1.0 = 56 %. tag-4v2-v0:
+    random 0.50 / 0.76 / 1.14 / 1.55 / 1.90, within 0.5 = 10 %, within 1.0 = 41 %; heuristic
+    0.32 / 0.55 / 0.93 / 1.36 / 1.73, within 0.5 = 22 %, within 1.0 = 54 %. R = 1.0 hides about
+    half of the world (the median distance), R = 0.5 hides about four fifths of it."""
+
+
+def _sight_doc(radius: float, base: str, flat: str, flags: str) -> str:
+    return f"""
+    ## Observation
+    ``{base}``'s observation with a sight radius R = {radius}: per agent, {flat}; every entity
+    farther than R from the agent is zeroed (its relative position and, where present, its
+    message or velocity), then {flags} visibility flags (1 = within R) in the observation's
+    entity order (``kaleibench.envs.sight``). Own velocity and position are always observed.
+    Entity view: ``obs_mask`` is the same within-R test between every pair of entities.
+    ## State
+    Global: the concatenated *unmasked* observations, as ``{base}``.
+    ## Heuristic reference
+    The task's scripted team policy on the masked observations, pooled over the team (seen
+    entities are shared through the always-observed own positions), searching a ring of radius
+    0.5 when nothing useful is seen.
+    ## Distances
+    {_SIGHT_DISTANCES}
+    """
+
+
+def _with_sight(base: TaskSpec, task_id: str, radius: float) -> TaskSpec:
+    return TaskSpec(
+        id=task_id, scenario=base.scenario, kwargs=base.kwargs, team=base.team,
+        opponents=base.opponents, heuristic=base.heuristic, opponent_eps=base.opponent_eps,
+        has_subtasks=base.has_subtasks,
+        time_limit_is_task=True,  # the score is the 25-step return: reaching 25 is terminal
+        summary=f"{base.summary}; sight radius {radius}", sight_radius=radius,
+    )
+
+
+def spread_sight10_v0() -> TaskSpec:
+    """``mpe/spread-v0`` seen through a sight radius of 1.0 (partial observability).
+
+    Observation 23 = 18 + 5 flags (3 landmarks, 2 other agents); actions, reward, episode end
+    and subtasks as ``mpe/spread-v0``; state 54 (global).
+
+    ## Version history
+    v0: mpe2 1.1.1, N=3, local_ratio=0.5, sight radius 1.0.
+    """
+    return _with_sight(spread_v0(), "mpe/spread-sight10-v0", 1.0)
+
+
+def spread_sight05_v0() -> TaskSpec:
+    """``mpe/spread-v0`` seen through a sight radius of 0.5 (strong partial observability).
+
+    Observation 23 = 18 + 5 flags (3 landmarks, 2 other agents); actions, reward, episode end
+    and subtasks as ``mpe/spread-v0``; state 54 (global).
+
+    ## Version history
+    v0: mpe2 1.1.1, N=3, local_ratio=0.5, sight radius 0.5.
+    """
+    return _with_sight(spread_v0(), "mpe/spread-sight05-v0", 0.5)
+
+
+def tag_4v2_sight10_v0() -> TaskSpec:
+    """``mpe/tag-4v2-v0`` seen through a sight radius of 1.0 (partial observability).
+
+    Observation 29 = 22 + 7 flags (2 obstacles, 3 other predators, 2 prey; a hidden prey's
+    velocity is zeroed with its position); actions, reward, opponents, episode end and subtasks
+    as ``mpe/tag-4v2-v0``; state 88 (global).
+
+    ## Version history
+    v0: mpe2 1.1.1, 4 predators, 2 prey, 2 obstacles, prey-flee ε=0.1, sight radius 1.0.
+    """
+    return _with_sight(tag_4v2_v0(), "mpe/tag-4v2-sight10-v0", 1.0)
+
+
+def tag_4v2_sight05_v0() -> TaskSpec:
+    """``mpe/tag-4v2-v0`` seen through a sight radius of 0.5 (strong partial observability).
+
+    Observation 29 = 22 + 7 flags (2 obstacles, 3 other predators, 2 prey; a hidden prey's
+    velocity is zeroed with its position); actions, reward, opponents, episode end and subtasks
+    as ``mpe/tag-4v2-v0``; state 88 (global).
+
+    ## Version history
+    v0: mpe2 1.1.1, 4 predators, 2 prey, 2 obstacles, prey-flee ε=0.1, sight radius 0.5.
+    """
+    return _with_sight(tag_4v2_v0(), "mpe/tag-4v2-sight05-v0", 0.5)
+
+
+for _factory, _radius in ((spread_sight10_v0, 1.0), (spread_sight05_v0, 0.5),
+                          (tag_4v2_sight10_v0, 1.0), (tag_4v2_sight05_v0, 0.5)):
+    _base = "mpe/spread-v0" if "spread" in _factory.__name__ else "mpe/tag-4v2-v0"
+    _head, _sep, _history = (_factory.__doc__ or "").partition("    ## Version history")
+    _factory.__doc__ = _head.rstrip() + "\n" + _sight_doc(
+        _radius, _base,
+        "18 = vel 2, pos 2, landmarks 6, other agents 4, their messages 4" if "spread" in _base
+        else "22 = vel 2, pos 2, obstacles 4, other agents 10, prey velocities 4",
+        "5" if "spread" in _base else "7").rstrip(" ") + _sep + _history
+
+
 ALL_TASKS = (
     spread_v0,
     spread_n6_v0,
@@ -250,6 +350,10 @@ ALL_TASKS = (
     adversary_v0,
     tag_v0,
     tag_4v2_v0,
+    spread_sight10_v0,
+    spread_sight05_v0,
+    tag_4v2_sight10_v0,
+    tag_4v2_sight05_v0,
 )
 
 
@@ -261,12 +365,21 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "mpe/adversary-v0": (-5.77, 16.84),
     "mpe/tag-v0": (2.81, 49.5),
     "mpe/tag-4v2-v0": (9.88, 99.0),
+    "mpe/spread-sight10-v0": (-79.22, -36.01),
+    "mpe/spread-sight05-v0": (-79.22, -50.77),
+    "mpe/tag-4v2-sight10-v0": (10.5, 96.75),
+    "mpe/tag-4v2-sight05-v0": (10.5, 56.25),
 }
 """Normalisation bounds per task id: (random, reference) mean team returns of the ``random`` and
 ``heuristic`` variants on the 320 fixed eval seeds, measured with ``kaleibench run --variants
 random heuristic --tasks <id> --seeds 0``. Normalised score = (return − random) / (reference −
-random). Suites state the same values (a test checks they agree) and may omit them; single runs
-(``run --variant X --task T``) take them from here. A new task version gets its own entry."""
+random). The sight variants' bounds are the ``final_return`` of a run of each reference
+variant with ``eval_episodes: 320`` (so exactly the eval seeds 0..319 above), which reproduces
+the heuristic entries of the fully observed tasks to the digit; their random bounds equal a
+fresh measurement of the fully observed task's (a random policy ignores what it sees), and
+their references are the sight-limited heuristic's. Suites state the same values (a test
+checks they agree) and may omit them; single runs (``run --variant X --task T``) take them from
+here. A new task version gets its own entry."""
 
 
 def task_bounds(task_id: str) -> tuple[float, float] | None:

@@ -15,8 +15,10 @@ from kaleibench.paths import data_dir
 from kaleibench.registry import UnknownIdError, did_you_mean
 
 _SUITE_KEYS = ("name", "version", "description", "tasks", "variants", "seeds", "t_max", "n_envs",
-               "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval", "backend")
+               "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval", "backend",
+               "compare")
 _TASK_KEYS = ("id", "bounds")
+_COMPARE_KEYS = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,14 @@ class Suite:
     backend: str = "numpy"
     description: str = ""
     source: str = ""
+    compare: tuple[str, str] | None = None
+    """The comparison the suite exists for, ``(a, b)``: variant names or sweep bases; reports
+    open with a headline on it (:mod:`kaleibench.analysis.headline`)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The suite.json written next to a suite's runs (hash covers everything)."""
+        """The suite.json written next to a suite's runs. The hash covers the grid; ``compare``
+        (only written when declared) is how to read the results, not what they are, so it stays
+        out of the hash and a suite's hash is the same with or without it."""
         body = {
             "name": self.name, "version": self.version,
             "tasks": [{"id": t.id, "bounds": {"random": t.random, "reference": t.reference}}
@@ -59,7 +66,10 @@ class Suite:
             "n_envs": self.n_envs, "eval_interval": self.eval_interval,
             "eval_episodes": self.eval_episodes,
         }
-        return {**body, "hash": stable_hash(body)}
+        out = {**body, "hash": stable_hash(body)}
+        if self.compare is not None:
+            out["compare"] = {"a": self.compare[0], "b": self.compare[1]}
+        return out
 
 
 def _check_keys(data: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -129,6 +139,30 @@ def _measured_bounds(task_id: str) -> dict[str, float]:
     return {} if measured is None else {"random": measured[0], "reference": measured[1]}
 
 
+def _parse_compare(value: Any, names: Sequence[str | VariantRequest],
+                   source: str) -> tuple[str, str]:
+    """``compare: {a: X, b: Y}``: X and Y must each name a variant entry of the suite (an id,
+    or the base variant of a ``set``/``sweep`` entry) and differ."""
+    if not isinstance(value, dict) or set(value) - set(_COMPARE_KEYS) or len(value) != 2:
+        if isinstance(value, dict):
+            _check_keys(value, _COMPARE_KEYS, f"{source}: compare")
+        raise ConfigError(f"{source}: `compare` must be a mapping {{a: <variant>, b: <variant>}}, "
+                          f"got {value!r}")
+    bases = [e.base if isinstance(e, VariantRequest) else e for e in names]
+    bases = [Path(b).stem if b.endswith((".yaml", ".yml")) else b for b in bases]
+    sides = []
+    for key in _COMPARE_KEYS:
+        side = value[key]
+        if not isinstance(side, str) or side not in bases:
+            raise ConfigError(f"{source}: `compare.{key}` must name one of the suite's variants "
+                              f"{sorted(set(bases))}, got {side!r}."
+                              f"{did_you_mean(str(side), sorted(set(bases)))}")
+        sides.append(side)
+    if sides[0] == sides[1]:
+        raise ConfigError(f"{source}: `compare` needs two different variants, got {sides[0]!r}")
+    return sides[0], sides[1]
+
+
 def parse_suite(data: dict[str, Any], source: str) -> Suite:
     """Validate a suite mapping; every error names the file and key."""
     from kaleibench.algos import variants
@@ -164,6 +198,7 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
     if backend not in BACKENDS:
         raise ConfigError(f"{source}: `backend` must be one of {', '.join(BACKENDS)}, "
                           f"got {backend!r}")
+    compare = _parse_compare(data["compare"], names, source) if "compare" in data else None
     extra = {k: _int(data, k, source) for k in (
         "n_envs", "eval_interval", "eval_episodes", "log_interval", "checkpoint_interval")
         if k in data}
@@ -171,7 +206,7 @@ def parse_suite(data: dict[str, Any], source: str) -> Suite:
         name=name, version=_int(data, "version", source, 0) if "version" in data
         else 0, tasks=suite_tasks, variants=tuple(names), seeds=tuple(seeds),
         t_max=_int(data, "t_max", source), backend=backend,
-        description=str(data.get("description", "")), source=source, **extra)
+        description=str(data.get("description", "")), source=source, compare=compare, **extra)
 
 
 def suite_names() -> list[str]:

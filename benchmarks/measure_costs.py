@@ -77,14 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=6.0,
                         help="CPU seconds measured per QMIX-family cell (ALMA: 3x)")
-    parser.add_argument("--variants", nargs="*")
+    parser.add_argument("--variants", nargs="*", help="only these variants (default: all)")
+    parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other entries of an existing --out table")
     args = parser.parse_args(argv)
     names = args.variants or [v for v in variants.names() if load_variant(v).learns]
     rates: dict[str, dict[str, float]] = {}
+    if args.update and args.out.exists():
+        rates = json.loads(args.out.read_text())["rates"]
     for name in names:
         variant = load_variant(name)
         seconds = args.seconds * (3 if variant.needs_subtasks else 1)
-        for task in tasks.names():
+        for task in args.tasks or tasks.names():
             if variant.needs_subtasks and not tasks.get(task).has_subtasks:
                 continue
             rate = measure(name, task, seconds)

@@ -12,8 +12,10 @@ Why: with the learner's small batches (M = 32 episodes × N agents rows, H = 64)
 step — not arithmetic. Here autograd sees one node, and the work inside is arranged so that the
 sequential loops issue as few calls as possible:
 
-* forward, per step: one ``addmm`` (W_hh h + b_hh) and five fused element-wise calls (sigmoid of
-  [r; z] at once, ``addcmul`` + ``tanh`` for n, ``lerp`` for h);
+* forward, per step: one ``addmm`` (W_hh h + b_hh) and seven element-wise calls: the sigmoid of
+  [r; z] at once as ½ + ½ tanh(a/2) (the ½ folded exactly into the [r; z] rows of both
+  projections, numpy's tanh being ~2-4× faster than torch's at this size), ``addcmul`` + tanh
+  for n, ``lerp`` for h;
 * backward: every factor of the chain rule that does not depend on ∂L/∂h_t (σ′, tanh′,
   h_{t−1} − n_t, ...) is computed before the loop in a few whole-sequence calls, so that a step
   is two broadcast products, one ``addcmul`` and one ``addmm``;
@@ -24,8 +26,8 @@ Layout: ``(T, features, M)``, so that a step's block ``a[t]`` and each of its ga
 contiguous. The backward keeps the four gate gradients of a step in one block
 ``D[t] = [∂n_h; ∂r; ∂z; ∂n]`` (∂n_h = ∂L/∂(W_hn h + b_hn) = r ⊙ ∂n): ``D[t, :3H]`` is the
 gradient of W_hh h + b_hh (rows ordered n, r, z) and ``D[t, H:]`` that of W_ih x + b_ih (rows
-r, z, n), both contiguous. Float32 throughout, on torch's (MKL) kernels; outputs and gradients
-match ``nn.GRU`` to float rounding (tests/test_fused_gru.py).
+r, z, n), both contiguous. Float32 throughout, on torch's kernels (numpy's for tanh); outputs and
+gradients match ``nn.GRU`` to float rounding (tests/test_fused_gru.py).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class _Pool:
     """
 
     KEEP = 4
-    """Free buffers kept per shape: two GRU passes (online, target) need at most two sets."""
+    """Free buffers kept per shape (a few graphs in flight at once stay allocation-free)."""
 
     def __init__(self) -> None:
         self._free: dict[tuple[int, ...], list[Tensor]] = {}
@@ -80,7 +82,7 @@ def _forward(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
     three_h = w_ih.shape[0]
     h_dim = three_h // 3
     # [r; z] rows of both projections carry a factor ½ (exact in float): σ(a) = ½ + ½ tanh(a/2)
-    # then needs one tanh of the sum, and numpy's tanh is ~4× faster than torch's here
+    # then needs one tanh of the sum, and numpy's tanh is faster than torch's sigmoid here
     half = torch.ones(three_h, 1)
     half[: 2 * h_dim] = 0.5
     gi = _POOL.take(t_len, three_h, m)

@@ -129,9 +129,13 @@ class Rnn1R3Agent(nn.Module):
         return self.fc4(q)  # (..., N, A)
 
     def unroll(self, inputs: Tensor) -> Tensor:
-        """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A)."""
-        x = torch.relu(self.fc1(inputs))  # (B, T, N, H)
-        return self._head(gru_sequence(self.rnn, x))
+        """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A).
+
+        Computed time-major (see :func:`~kaleibench.nn.rnn_agent.gru_sequence`); the result is
+        a (B, T, N, A) view.
+        """
+        x = torch.relu(self.fc1(inputs.transpose(0, 1)))  # (T, B, N, H)
+        return self._head(gru_sequence(self.rnn, x)).transpose(0, 1)
 
     @property
     def mask_layers(self) -> tuple[KaleiLinear, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -29,16 +31,25 @@ class QMixer(nn.Module):
         )
 
     def forward(self, q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """q (..., N), state (..., S) -> Q_tot (...)."""
+        """q (..., N), state (..., S) -> Q_tot (...).
+
+        The four hypernetworks' first layers all read ``s``: they run as one matrix product
+        (their weights concatenated), and the per-row products with the tiny mixing weights as
+        broadcast multiply-sums rather than M batched 1×N×E matrix products.
+        """
         lead = q.shape[:-1]
-        q = q.reshape(-1, 1, self.n_agents)  # (M, 1, N)
+        n, e = self.n_agents, self.embed_dim
         s = state.reshape(-1, state.shape[-1])  # (M, S)
-        w1 = self.hyper_w1(s).abs().view(-1, self.n_agents, self.embed_dim)  # (M, N, E)
-        b1 = self.hyper_b1(s).view(-1, 1, self.embed_dim)  # (M, 1, E)
-        hidden = nn.functional.elu(torch.bmm(q, w1) + b1)  # (M, 1, E)
-        wf = self.hyper_wf(s).abs().view(-1, self.embed_dim, 1)  # (M, E, 1)
-        v = self.value(s).view(-1, 1, 1)  # (M, 1, 1)
-        return (torch.bmm(hidden, wf) + v).view(*lead)
+        first = cast(tuple[nn.Linear, ...], (self.hyper_w1[0], self.hyper_wf[0], self.value[0]))
+        pre = nn.functional.linear(s, torch.cat([layer.weight for layer in first]),
+                                   torch.cat([layer.bias for layer in first]))  # (M, Σ out)
+        h_w1, h_wf, h_v = torch.relu(pre).split([layer.out_features for layer in first], dim=1)
+        b1 = self.hyper_b1(s)  # (M, E)
+        w1 = self.hyper_w1[2](h_w1).abs().view(-1, n, e)  # (M, N, E)
+        wf = self.hyper_wf[2](h_wf).abs()  # (M, E)
+        v = self.value[2](h_v)  # (M, 1)
+        hidden = nn.functional.elu((q.reshape(-1, n, 1) * w1).sum(1) + b1)  # (M, E)
+        return ((hidden * wf).sum(1, keepdim=True) + v).view(*lead)
 
 
 class AttentionHyperNet(nn.Module):

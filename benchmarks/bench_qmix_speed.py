@@ -1,0 +1,199 @@
+"""QMIX learner speed in CPU time, as ratios measured in one run (never timed assertions).
+
+Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected episode):
+
+* QMIX training env-steps per CPU-second (collect + update, the training loop's work, with a warm
+  buffer: steady state) for the current code and for the code before the learner speed work
+  (commit ``b1385bd``, exported with ``git archive`` into a temporary folder), and each ÷ raw
+  mpe2 single-env stepping (random actions, one ``parallel_env``);
+* one QMIX update in CPU-ms, old and new, and ÷ the update's FLOP floor: the update's matrix-
+  product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass forward
+  only; element-wise work not counted) divided by the GFLOP/s one core reaches on the update's
+  main product, (B·(T+1)·N, 64) × (64, 192), measured on the same machine in the same run;
+* Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new.
+
+Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
+Old and new run as two persistent workers asked in turn (old, new, old, new, ...), so that load
+from other processes on the machine hits both alike; medians over the turns are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RATIO_LINES
+
+OLD_COMMIT = "b1385bd"
+"""The last commit before the QMIX learner speed work."""
+REPO = Path(__file__).resolve().parents[1]
+CPU_SECONDS = float(os.environ.get("KALEIBENCH_BENCH_SECONDS", "15"))
+"""CPU seconds of training measured per training-rate sample."""
+ROUNDS = int(os.environ.get("KALEIBENCH_BENCH_ROUNDS", "2"))
+"""Alternating old/new repeats; medians are reported."""
+
+WORKER = r"""
+import json, sys, time
+from kaleibench.utils.threads import use_one_thread
+use_one_thread()
+import numpy as np
+import torch
+import kaleibench
+from kaleibench.algos import load_variant
+from kaleibench.algos.base import EnvInfo
+from kaleibench.train.rollout import collect
+
+env = kaleibench.make("mpe/spread-v0", n_envs=8, seed=0)
+algo = load_variant(sys.argv[1]).build(EnvInfo.of(env, 10**6), seed=0)
+for _ in range(4):  # warm buffer: every later episode triggers one update per row
+    algo.buffer.insert(collect(env, algo, 0, True).batch)
+for _ in range(5):
+    algo.update(1000)
+print("ready", flush=True)
+for line in sys.stdin:  # "update K": CPU-ms per update; "train S": env-steps per CPU-second
+    cmd, arg = line.split()
+    start = time.process_time()
+    if cmd == "update":
+        for _ in range(int(arg)):
+            algo.update(1000)
+        out = (time.process_time() - start) / int(arg) * 1e3
+    else:
+        steps = 0
+        while time.process_time() - start < float(arg):
+            ro = collect(env, algo, 100_000, explore=True)
+            algo.train_on(ro.batch, 100_000)
+            steps += ro.steps
+        out = steps / (time.process_time() - start)
+    print(json.dumps(out), flush=True)
+"""
+
+PROBE = r"""
+import json, sys, time, importlib
+from kaleibench.utils.threads import use_one_thread
+use_one_thread()
+import numpy as np
+import torch
+seconds = float(sys.argv[1])
+rows = 32 * 26 * 3  # the update's main product: (B·(T+1)·N, 64) x (64, 192)
+a, w = torch.randn(rows, 64), torch.randn(64, 192)
+rates = []
+for _ in range(7):
+    start = time.process_time()
+    for _ in range(50):
+        a @ w
+    rates.append(2 * rows * 64 * 192 * 50 / (time.process_time() - start))
+env = importlib.import_module("mpe2.simple_spread_v3").parallel_env(
+    N=3, local_ratio=0.5, max_cycles=25)
+rng = np.random.default_rng(0)
+steps, start = 0, time.process_time()
+while time.process_time() - start < seconds:
+    env.reset(seed=int(rng.integers(2**31)))
+    for _ in range(25):
+        env.step({a: int(rng.integers(5)) for a in env.possible_agents})
+    steps += 25
+raw = steps / (time.process_time() - start)
+print(json.dumps({"flops": sorted(rates)[3], "raw": raw}))
+"""
+
+
+def update_flops(b: int = 32, t: int = 25, n: int = 3, obs: int = 18, state: int = 54,
+                 a: int = 5, h: int = 64, embed: int = 32, hyper: int = 64) -> float:
+    """Matrix-product FLOPs of one QMIX update on spread (agent id in the input).
+
+    Per forward: agent over B·(T+1)·N rows (fc1, GRU input and recurrent products, fc2), mixer
+    over B·T rows (first layers of the four hypernetworks, then W1, Wf and V's second layers).
+    The online pass costs forward + backward (3× forward), the target pass forward only: 4×.
+    """
+    rows = b * (t + 1) * n
+    agent = 2 * rows * ((obs + n) * h + h * 3 * h + h * 3 * h + h * a)
+    mixer = 2 * b * t * (state * (hyper + hyper + embed + embed)
+                         + hyper * embed * n + hyper * embed + embed)
+    return 4.0 * (agent + mixer)
+
+
+def _export_old(dest: Path) -> Path:
+    archive = dest / "old.tar"
+    subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), OLD_COMMIT,
+                    "kaleibench", "baselines"], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest / "old", filter="data")
+    return dest / "old"
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+
+
+def _probe(seconds: float) -> dict[str, float]:
+    """GFLOP/s of the main product and raw mpe2 steps, both per CPU-second."""
+    out = subprocess.run([sys.executable, "-c", PROBE, str(seconds)], env=_env(REPO), cwd=REPO,
+                         check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _alternate(roots: dict[str, Path], variant: str, command: str,
+               rounds: int) -> dict[str, float]:
+    """Median of ``command`` answers from one persistent worker per root, asked in turn."""
+    workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant], env=_env(root),
+                                     cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True) for tag, root in roots.items()}
+    answers: dict[str, list[float]] = {tag: [] for tag in workers}
+    try:
+        for w in workers.values():
+            assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        for _ in range(rounds):
+            for tag, w in workers.items():
+                assert w.stdin is not None and w.stdout is not None
+                w.stdin.write(command + "\n")
+                w.stdin.flush()
+                answers[tag].append(float(json.loads(w.stdout.readline())))
+    finally:
+        for w in workers.values():
+            if w.stdin is not None:
+                w.stdin.close()
+            w.wait()
+    return {tag: statistics.median(v) for tag, v in answers.items()}
+
+
+def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout to export the old implementation")
+    m: dict[str, float] = {}
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            roots = {"old": _export_old(Path(tmp)), "new": REPO}
+            probe = _probe(CPU_SECONDS / 3)
+            m["floor"], m["raw"] = probe["flops"], probe["raw"]
+            for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
+                for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
+                    m[f"{tag} {variant}"] = value
+            rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS)
+            m["old train"], m["new train"] = rates["old"], rates["new"]
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    floor_ms = update_flops() / m["floor"] * 1e3
+    RATIO_LINES.append(
+        f"QMIX training (spread, env-steps per CPU-second, steady state): new {m['new train']:.0f}"
+        f" / old {OLD_COMMIT} {m['old train']:.0f} = {m['new train'] / m['old train']:.2f}x "
+        f"(goal >= 2x); ÷ raw mpe2 stepping {m['raw']:.0f}/CPU-s: new "
+        f"{m['new train'] / m['raw']:.2f}, old {m['old train'] / m['raw']:.2f}")
+    RATIO_LINES.append(
+        f"QMIX update: new {m['new qmix']:.2f} ms / old {m['old qmix']:.2f} ms = "
+        f"{m['new qmix'] / m['old qmix']:.2f}x; FLOP floor {update_flops() / 1e9:.2f} GFLOP at "
+        f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
+        f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x)")
+    for tag in ("new", "old"):
+        RATIO_LINES.append(
+            f"{tag}: kalei-qmix update {m[f'{tag} kalei-qmix']:.2f} ms / qmix-1r3 "
+            f"{m[f'{tag} qmix-1r3']:.2f} ms = "
+            f"{m[f'{tag} kalei-qmix'] / m[f'{tag} qmix-1r3']:.2f}x (goal <= 1.5x)")

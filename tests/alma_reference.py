@@ -1,8 +1,8 @@
 """Straightforward (slow) reference paths of ALMA's update, for equivalence tests only.
 
-These are the plain implementations the optimised learner must reproduce: the proposal policy
-evaluated row by row for all P proposals, the critic scoring all P proposals, and the low level
-with separate online passes over steps t and t+1.
+These are the plain implementations the optimised learner must reproduce: textbook masked
+multi-head attention, the proposal policy evaluated row by row for all P proposals, the critic
+scoring all P proposals, and the low level with separate online passes over steps t and t+1.
 """
 
 from __future__ import annotations
@@ -25,7 +25,26 @@ from kaleibench.losses import (
     td_targets,
 )
 from kaleibench.nn.allocation import COUNT_NORM, AllocCritic, AllocPolicy, permuted_tasks
+from kaleibench.nn.attention import EntityAttention
 from kaleibench.train.buffer import EpisodeBatch
+
+
+def plain_attention(attn: EntityAttention, x: torch.Tensor, allowed: torch.Tensor,
+                    n_queries: int) -> torch.Tensor:
+    """``attn``'s weights in textbook masked multi-head attention: x (B, E, D), allowed
+    (B, Q, E) -> (B, Q, D), query rows with nothing allowed give 0."""
+    b, _, d = x.shape
+    h = attn.n_heads
+    q, k, v = attn.in_trans(x).chunk(3, dim=-1)  # (B, E, D) each
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(b, t.shape[1], h, d // h).transpose(1, 2)  # (B, H, ., D/H)
+
+    logits = heads(q[:, :n_queries]) @ heads(k).transpose(-1, -2) / (d // h) ** 0.5
+    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
+    out = (weights @ heads(v)).transpose(1, 2).reshape(b, n_queries, d)
+    return attn.out_trans(out) * allowed.any(-1, keepdim=True)
 
 
 def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.Tensor,
@@ -77,7 +96,7 @@ def critic_rows(critic: AllocCritic, entities: torch.Tensor, entity_mask: torch.
     count_x = e2t @ critic.count_embed(counts)
     x1 = torch.relu(base + critic.task_embed(permuted_tasks(e2t, gen)) + count_x)
     allowed = present[:, None, :] & present[:, :n, None]
-    x2 = torch.relu(critic.attn(x1, allowed, n))
+    x2 = torch.relu(plain_attention(critic.attn, x1, allowed, n))
     w = present[:, :n, None].float()
     pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)
     return critic.out_fc(pooled).reshape(b, p)

@@ -223,10 +223,8 @@ class AllocCritic(nn.Module):
         count_x = (u_e2t[..., None] * self.count_embed(counts[rep_r])).sum(1)  # (U, D)
         x1 = torch.relu(self.in_fc(entities)[rows[rep_r], rep_e]
                         + self.task_embed(permuted_tasks(u_e2t, gen)) + count_x)  # (U, D)
-        q_u, kv_u = self.attn.project(x1)  # (U, D), (U, 2D)
-        key, val = kv_u[inv].chunk(2, dim=-1)  # (R, E, D) each
         allowed = present[:, None, :] & present[:, :n, None]  # (R, N, E)
-        x2 = torch.relu(self.attn.attend(q_u[inv[:, :n]], key, val, allowed))  # (R, N, D)
+        x2 = torch.relu(self.attn.forward_distinct(x1, inv, allowed, n))  # (R, N, D)
         w = present[:, :n, None].float()  # (R, N, 1)
         pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)  # (R, D)
         return self.out_fc(pooled).squeeze(-1)

@@ -220,9 +220,14 @@ class AllocCritic(nn.Module):
         else:
             inv, rep_r, rep_e = idx
         u_e2t = e2t[rep_r, rep_e]  # (U, K)
-        count_x = (u_e2t[..., None] * self.count_embed(counts[rep_r])).sum(1)  # (U, D)
-        x1 = torch.relu(self.in_fc(entities)[rows[rep_r], rep_e]
-                        + self.task_embed(permuted_tasks(u_e2t, gen)) + count_x)  # (U, D)
+        # The count term Σ_k g_k C(c_k) = W_C (Σ_k g_k c_k) + b_C Σ_k g_k (C is affine), so the
+        # whole first layer is one matrix product of [features, permuted g, Σ g c, Σ g].
+        feats = torch.cat([entities[rows[rep_r], rep_e], permuted_tasks(u_e2t, gen),
+                           (u_e2t[..., None] * counts[rep_r]).sum(1), u_e2t.sum(1, keepdim=True)],
+                          -1)  # (U, F + K + 3)
+        weight = torch.cat([self.in_fc.weight, self.task_embed.weight, self.count_embed.weight,
+                            self.count_embed.bias[:, None]], 1)  # (D, F + K + 3)
+        x1 = torch.relu(torch.addmm(self.in_fc.bias, feats, weight.t()))  # (U, D)
         allowed = present[:, None, :] & present[:, :n, None]  # (R, N, E)
         x2 = torch.relu(self.attn.forward_distinct(x1, inv, allowed, n))  # (R, N, D)
         w = present[:, :n, None].float()  # (R, N, 1)

@@ -25,7 +25,7 @@ from kaleibench.losses import (
     td_targets,
 )
 from kaleibench.nn.allocation import COUNT_NORM, AllocCritic, AllocPolicy, permuted_tasks
-from kaleibench.nn.attention import EntityAttention
+from kaleibench.nn.attention import EntityAttention, SubtaskMixer
 from kaleibench.train.buffer import EpisodeBatch
 
 
@@ -45,6 +45,22 @@ def plain_attention(attn: EntityAttention, x: torch.Tensor, allowed: torch.Tenso
     weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
     out = (weights @ heads(v)).transpose(1, 2).reshape(b, n_queries, d)
     return attn.out_trans(out) * allowed.any(-1, keepdim=True)
+
+
+def plain_subtask_mix(mixer: SubtaskMixer, q: torch.Tensor, entities: torch.Tensor,
+                      entity2task: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
+    """:class:`SubtaskMixer`'s formula written out: ``W1`` on the concatenated pair (a_i, s_k),
+    every hyper-network on its own; q (B, N) -> (B, K)."""
+    n = q.shape[1]
+    z = mixer.encode(entities)
+    member = entity2task.to(z.dtype) * entity_mask[..., None].to(z.dtype)
+    s_k = member.transpose(1, 2) @ z / member.sum(1)[..., None].clamp_min(1.0)
+    k = s_k.shape[1]
+    pair = torch.cat([z[:, :n, None].expand(-1, -1, k, -1), s_k[:, None].expand(-1, n, -1, -1)],
+                     -1)  # (B, N, K, 2H)
+    w1 = mixer.hyper_w1(pair).abs() * member[:, :n, :, None]
+    hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + mixer.hyper_b1(s_k))
+    return (hidden * mixer.hyper_wf(s_k).abs()).sum(-1) + mixer.value(s_k).squeeze(-1)
 
 
 def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.Tensor,

@@ -8,12 +8,19 @@ import copy
 
 import pytest
 import torch
-from alma_reference import alloc_losses, critic_rows, plain_attention, policy_rows, td_loss
+from alma_reference import (
+    alloc_losses,
+    critic_rows,
+    plain_attention,
+    plain_subtask_mix,
+    policy_rows,
+    td_loss,
+)
 
 from kaleibench.algos.alma import Alma, AlmaConfig
 from kaleibench.algos.base import EnvInfo
 from kaleibench.envs import make
-from kaleibench.nn.attention import EntityAttention, scaled_softmax
+from kaleibench.nn.attention import EntityAttention, SubtaskMixer, scaled_softmax
 from kaleibench.train.buffer import EpisodeBatch
 from kaleibench.train.rollout import collect
 
@@ -92,6 +99,26 @@ def test_scaled_softmax_equals_softmax_and_its_gradient() -> None:
     assert torch.equal(scaled_softmax(empty, 0.7), torch.zeros(2, 6))
     assert torch.autograd.gradcheck(lambda t: scaled_softmax(t, 0.7),
                                     (logits.clone().requires_grad_(),))
+
+
+def test_subtask_mixer_equals_its_formula() -> None:
+    gen = torch.Generator().manual_seed(8)
+    mixer = SubtaskMixer(10, embed_dim=8, hypernet_embed=16).double()
+    for p in mixer.parameters():
+        p.data = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
+    b, n, e, k = 5, 3, 7, 3
+    q = torch.randn(b, n, generator=gen, dtype=torch.float64, requires_grad=True)
+    ent = torch.randn(b, e, 10, generator=gen, dtype=torch.float64)
+    e2t = torch.zeros(b, e, k, dtype=torch.float64)
+    e2t[:, :n] = torch.nn.functional.one_hot(torch.randint(0, k, (b, n), generator=gen), k)
+    e2t[:, n:] = torch.rand(b, e - n, k, generator=gen, dtype=torch.float64).round()
+    emask = torch.rand(b, e, generator=gen) > 0.2
+    out, ref = mixer(q, ent, e2t, emask), plain_subtask_mix(mixer, q, ent, e2t, emask)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    params = [q, *mixer.parameters()]
+    for g, r in zip(_grads((out * w).sum(), params), _grads((ref * w).sum(), params), strict=True):
+        torch.testing.assert_close(g, r)
 
 
 @pytest.mark.parametrize("mixer", ["attention", "subtask"])

@@ -245,12 +245,19 @@ class SubtaskMixer(nn.Module):
         """
         n = q.shape[1]
         z = self.encode(entities)  # (B, E, H)
-        member = entity2task.float() * entity_mask[..., None].float()  # (B, E, K)
+        member = entity2task.to(z.dtype) * entity_mask[..., None].to(z.dtype)  # (B, E, K)
         s_k = member.transpose(1, 2) @ z / member.sum(1)[..., None].clamp_min(1.0)  # (B, K, H)
-        k = s_k.shape[1]
-        a = z[:, :n, None].expand(-1, -1, k, -1)  # (B, N, K, H)
-        pair = torch.cat([a, s_k[:, None].expand(-1, n, -1, -1)], -1)  # (B, N, K, 2H)
-        w1 = self.hyper_w1(pair).abs() * member[:, :n, :, None]  # (B, N, K, E')
-        hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + self.hyper_b1(s_k))
-        wf = self.hyper_wf(s_k).abs()  # (B, K, E')
-        return (hidden * wf).sum(-1) + self.value(s_k).squeeze(-1)  # (B, K)
+        # W1(a_i, s_k) = W1_a a_i + W1_s s_k + b: the agent part per agent, the subtask part per
+        # subtask, and every linear map of s_k in one product
+        w1_a, w1_s = self.hyper_w1.weight.split(z.shape[-1], 1)  # (E', H) each
+        of_s = nn.functional.linear(
+            s_k, torch.cat([w1_s, self.hyper_b1.weight, self.hyper_wf.weight,
+                            self.value[0].weight]),
+            torch.cat([self.hyper_w1.bias, self.hyper_b1.bias, self.hyper_wf.bias,
+                       self.value[0].bias]))  # (B, K, 4E')
+        w1_k, b1, wf, v_hidden = of_s.split(self.embed_dim, -1)  # (B, K, E') each
+        w1 = ((z[:, :n] @ w1_a.t())[:, :, None] + w1_k[:, None]).abs()  # (B, N, K, E')
+        w1 = w1 * member[:, :n, :, None]
+        hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + b1)  # (B, K, E')
+        value = self.value[2](torch.relu(v_hidden)).squeeze(-1)  # (B, K)
+        return (hidden * wf.abs()).sum(-1) + value  # (B, K)

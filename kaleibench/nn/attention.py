@@ -7,7 +7,7 @@ Shapes: B rows, E entities (agents first), N agents, K subtasks, F entity featur
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -250,11 +250,11 @@ class SubtaskMixer(nn.Module):
         # W1(a_i, s_k) = W1_a a_i + W1_s s_k + b: the agent part per agent, the subtask part per
         # subtask, and every linear map of s_k in one product
         w1_a, w1_s = self.hyper_w1.weight.split(z.shape[-1], 1)  # (E', H) each
+        v_in = cast(nn.Linear, self.value[0])
         of_s = nn.functional.linear(
-            s_k, torch.cat([w1_s, self.hyper_b1.weight, self.hyper_wf.weight,
-                            self.value[0].weight]),
-            torch.cat([self.hyper_w1.bias, self.hyper_b1.bias, self.hyper_wf.bias,
-                       self.value[0].bias]))  # (B, K, 4E')
+            s_k, torch.cat([w1_s, self.hyper_b1.weight, self.hyper_wf.weight, v_in.weight]),
+            torch.cat([self.hyper_w1.bias, self.hyper_b1.bias, self.hyper_wf.bias, v_in.bias])
+        )  # (B, K, 4E')
         w1_k, b1, wf, v_hidden = of_s.split(self.embed_dim, -1)  # (B, K, E') each
         w1 = ((z[:, :n] @ w1_a.t())[:, :, None] + w1_k[:, None]).abs()  # (B, N, K, E')
         w1 = w1 * member[:, :n, :, None]

@@ -66,8 +66,9 @@ def plain_subtask_mix(mixer: SubtaskMixer, q: torch.Tensor, entities: torch.Tens
 def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.Tensor,
                 entity2task: torch.Tensor, task_mask: torch.Tensor, last_alloc: torch.Tensor,
                 n_proposals: int, gen: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """allocs (B, P, N, K), log_pi (B, P), entropy (B, P): every proposal row computed alone."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """allocs (B, P, N, K), log_pi (B, P), entropy (B, P), max_prob (B, P) (mean over active
+    agents of max_k π): every proposal row computed alone."""
     agent_x, task_x, nonag_cnt = policy.encode(entities, entity_mask, entity2task, last_alloc,
                                                gen)
     b, n, d = agent_x.shape
@@ -78,6 +79,7 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
     ag_cnt = torch.zeros_like(cnt)
     log_pi = agents.new_zeros(b * n_proposals)
     entropy = agents.new_zeros(b * n_proposals)
+    max_prob = agents.new_zeros(b * n_proposals)
     picks = []
     for i in range(n):
         c = policy.count_embed(torch.stack([cnt, ag_cnt], -1))
@@ -88,6 +90,7 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
         choice = (logits.detach() - torch.log(-torch.log(u))).argmax(-1)
         log_pi = log_pi + logp.gather(1, choice[:, None]).squeeze(1) * active_agent[:, i]
         entropy = entropy - (logp.exp() * logp).sum(-1) * active_agent[:, i]
+        max_prob = max_prob + logp.detach().exp().max(-1).values * active_agent[:, i]
         hard = nn.functional.one_hot(choice, k).float() * active_agent[:, i, None]
         ag_cnt = ag_cnt + hard * COUNT_NORM
         chosen = (tasks * hard[..., None]).sum(1)
@@ -95,7 +98,9 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
         tasks = tasks + upd[:, None] * hard[..., None]
         picks.append(hard)
     allocs = torch.stack(picks, 1).reshape(b, n_proposals, n, k)
-    return allocs, log_pi.reshape(b, n_proposals), entropy.reshape(b, n_proposals)
+    max_prob = max_prob / active_agent.sum(1).clamp_min(1.0)
+    return (allocs, log_pi.reshape(b, n_proposals), entropy.reshape(b, n_proposals),
+            max_prob.reshape(b, n_proposals))
 
 
 def critic_rows(critic: AllocCritic, entities: torch.Tensor, entity_mask: torch.Tensor,
@@ -132,8 +137,8 @@ def alloc_losses(high: HighLevel, batch: EpisodeBatch, t_env: int, gen: torch.Ge
     d = gather_decisions(batch, meta)
     ent, emask, e2t = d["entities"], d["entity_mask"], d["entity2task"]
     q = critic_rows(high.critic, ent, emask, e2t, d["alloc"][:, None], gen)[:, 0]
-    allocs, log_pi, entropy = policy_rows(high.policy, ent, emask, e2t, d["task_mask"],
-                                          d["last_alloc"], cfg.n_proposals, gen)
+    allocs, log_pi, entropy, _ = policy_rows(high.policy, ent, emask, e2t, d["task_mask"],
+                                             d["last_alloc"], cfg.n_proposals, gen)
     with torch.no_grad():
         scores = critic_rows(high.critic, ent, emask, e2t, allocs, gen)  # duplicates too
         best = scores.argmax(1)

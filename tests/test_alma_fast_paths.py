@@ -165,11 +165,13 @@ def test_policy_trie_pass_equals_rowwise_pass() -> None:
     last = torch.nn.functional.one_hot(torch.randint(0, k, (b, n), generator=gen), k).float()
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     out = algo.policy(ent, emask, e2t, tmask, last, 32, g1)
-    allocs, log_pi, entropy = policy_rows(algo.policy, ent, emask, e2t, tmask, last, 32, g2)
+    allocs, log_pi, entropy, max_prob = policy_rows(algo.policy, ent, emask, e2t, tmask, last,
+                                                    32, g2)
     assert torch.equal(out.allocs, allocs)
     assert torch.equal(g1.get_state(), g2.get_state())  # the same random stream consumed
     torch.testing.assert_close(out.log_pi, log_pi, **TOL)
     torch.testing.assert_close(out.entropy, entropy, **TOL)
+    torch.testing.assert_close(out.max_prob, max_prob, **TOL)
     w = torch.randn(b, 32, generator=gen)
     params = list(algo.policy.parameters())
     for g, r in zip(_grads((out.log_pi * w).sum() + out.entropy.sum(), params),

@@ -1,8 +1,8 @@
 """Straightforward (slow) reference paths of ALMA's update, for equivalence tests only.
 
-These are the plain implementations the optimised learner must reproduce: the proposal policy
-evaluated row by row for all P proposals, the critic scoring all P proposals, and the low level
-with separate online passes over steps t and t+1.
+These are the plain implementations the optimised learner must reproduce: textbook masked
+multi-head attention, the proposal policy evaluated row by row for all P proposals, the critic
+scoring all P proposals, and the low level with separate online passes over steps t and t+1.
 """
 
 from __future__ import annotations
@@ -25,14 +25,50 @@ from kaleibench.losses import (
     td_targets,
 )
 from kaleibench.nn.allocation import COUNT_NORM, AllocCritic, AllocPolicy, permuted_tasks
+from kaleibench.nn.attention import EntityAttention, SubtaskMixer
 from kaleibench.train.buffer import EpisodeBatch
+
+
+def plain_attention(attn: EntityAttention, x: torch.Tensor, allowed: torch.Tensor,
+                    n_queries: int) -> torch.Tensor:
+    """``attn``'s weights in textbook masked multi-head attention: x (B, E, D), allowed
+    (B, Q, E) -> (B, Q, D), query rows with nothing allowed give 0."""
+    b, _, d = x.shape
+    h = attn.n_heads
+    q, k, v = attn.in_trans(x).chunk(3, dim=-1)  # (B, E, D) each
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(b, t.shape[1], h, d // h).transpose(1, 2)  # (B, H, ., D/H)
+
+    logits = heads(q[:, :n_queries]) @ heads(k).transpose(-1, -2) / (d // h) ** 0.5
+    logits = logits.masked_fill(~allowed[:, None], float("-inf"))
+    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
+    out = (weights @ heads(v)).transpose(1, 2).reshape(b, n_queries, d)
+    return attn.out_trans(out) * allowed.any(-1, keepdim=True)
+
+
+def plain_subtask_mix(mixer: SubtaskMixer, q: torch.Tensor, entities: torch.Tensor,
+                      entity2task: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
+    """:class:`SubtaskMixer`'s formula written out: ``W1`` on the concatenated pair (a_i, s_k),
+    every hyper-network on its own; q (B, N) -> (B, K)."""
+    n = q.shape[1]
+    z = mixer.encode(entities)
+    member = entity2task.to(z.dtype) * entity_mask[..., None].to(z.dtype)
+    s_k = member.transpose(1, 2) @ z / member.sum(1)[..., None].clamp_min(1.0)
+    k = s_k.shape[1]
+    pair = torch.cat([z[:, :n, None].expand(-1, -1, k, -1), s_k[:, None].expand(-1, n, -1, -1)],
+                     -1)  # (B, N, K, 2H)
+    w1 = mixer.hyper_w1(pair).abs() * member[:, :n, :, None]
+    hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + mixer.hyper_b1(s_k))
+    return (hidden * mixer.hyper_wf(s_k).abs()).sum(-1) + mixer.value(s_k).squeeze(-1)
 
 
 def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.Tensor,
                 entity2task: torch.Tensor, task_mask: torch.Tensor, last_alloc: torch.Tensor,
                 n_proposals: int, gen: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """allocs (B, P, N, K), log_pi (B, P), entropy (B, P): every proposal row computed alone."""
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """allocs (B, P, N, K), log_pi (B, P), entropy (B, P), max_prob (B, P) (mean over active
+    agents of max_k π): every proposal row computed alone."""
     agent_x, task_x, nonag_cnt = policy.encode(entities, entity_mask, entity2task, last_alloc,
                                                gen)
     b, n, d = agent_x.shape
@@ -43,6 +79,7 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
     ag_cnt = torch.zeros_like(cnt)
     log_pi = agents.new_zeros(b * n_proposals)
     entropy = agents.new_zeros(b * n_proposals)
+    max_prob = agents.new_zeros(b * n_proposals)
     picks = []
     for i in range(n):
         c = policy.count_embed(torch.stack([cnt, ag_cnt], -1))
@@ -53,6 +90,7 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
         choice = (logits.detach() - torch.log(-torch.log(u))).argmax(-1)
         log_pi = log_pi + logp.gather(1, choice[:, None]).squeeze(1) * active_agent[:, i]
         entropy = entropy - (logp.exp() * logp).sum(-1) * active_agent[:, i]
+        max_prob = max_prob + logp.detach().exp().max(-1).values * active_agent[:, i]
         hard = nn.functional.one_hot(choice, k).float() * active_agent[:, i, None]
         ag_cnt = ag_cnt + hard * COUNT_NORM
         chosen = (tasks * hard[..., None]).sum(1)
@@ -60,7 +98,9 @@ def policy_rows(policy: AllocPolicy, entities: torch.Tensor, entity_mask: torch.
         tasks = tasks + upd[:, None] * hard[..., None]
         picks.append(hard)
     allocs = torch.stack(picks, 1).reshape(b, n_proposals, n, k)
-    return allocs, log_pi.reshape(b, n_proposals), entropy.reshape(b, n_proposals)
+    max_prob = max_prob / active_agent.sum(1).clamp_min(1.0)
+    return (allocs, log_pi.reshape(b, n_proposals), entropy.reshape(b, n_proposals),
+            max_prob.reshape(b, n_proposals))
 
 
 def critic_rows(critic: AllocCritic, entities: torch.Tensor, entity_mask: torch.Tensor,
@@ -77,7 +117,7 @@ def critic_rows(critic: AllocCritic, entities: torch.Tensor, entity_mask: torch.
     count_x = e2t @ critic.count_embed(counts)
     x1 = torch.relu(base + critic.task_embed(permuted_tasks(e2t, gen)) + count_x)
     allowed = present[:, None, :] & present[:, :n, None]
-    x2 = torch.relu(critic.attn(x1, allowed, n))
+    x2 = torch.relu(plain_attention(critic.attn, x1, allowed, n))
     w = present[:, :n, None].float()
     pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)
     return critic.out_fc(pooled).reshape(b, p)
@@ -97,8 +137,8 @@ def alloc_losses(high: HighLevel, batch: EpisodeBatch, t_env: int, gen: torch.Ge
     d = gather_decisions(batch, meta)
     ent, emask, e2t = d["entities"], d["entity_mask"], d["entity2task"]
     q = critic_rows(high.critic, ent, emask, e2t, d["alloc"][:, None], gen)[:, 0]
-    allocs, log_pi, entropy = policy_rows(high.policy, ent, emask, e2t, d["task_mask"],
-                                          d["last_alloc"], cfg.n_proposals, gen)
+    allocs, log_pi, entropy, _ = policy_rows(high.policy, ent, emask, e2t, d["task_mask"],
+                                             d["last_alloc"], cfg.n_proposals, gen)
     with torch.no_grad():
         scores = critic_rows(high.critic, ent, emask, e2t, allocs, gen)  # duplicates too
         best = scores.argmax(1)

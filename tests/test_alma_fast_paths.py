@@ -1,5 +1,6 @@
 """The optimised ALMA update equals the straightforward reference paths (tests/alma_reference.py)
-on fixed batches: same samples, same losses and gradients to float tolerance."""
+on fixed batches: same samples, same losses and gradients to float tolerance. The attention
+every network uses is checked against textbook attention on its own."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import copy
 
 import pytest
 import torch
-from alma_reference import alloc_losses, critic_rows, policy_rows, td_loss
+from alma_reference import (
+    alloc_losses,
+    critic_rows,
+    plain_attention,
+    plain_subtask_mix,
+    policy_rows,
+    td_loss,
+)
 
 from kaleibench.algos.alma import Alma, AlmaConfig
 from kaleibench.algos.base import EnvInfo
 from kaleibench.envs import make
+from kaleibench.nn.attention import EntityAttention, SubtaskMixer, scaled_softmax
 from kaleibench.train.buffer import EpisodeBatch
 from kaleibench.train.rollout import collect
 
@@ -33,6 +42,83 @@ def _setup(mixer: str = "attention", timeout_is_terminal: bool | None = None
 def _grads(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
     grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def _attention_case(b: int = 7, e: int = 6, n_q: int = 3, masked: bool = True
+                    ) -> tuple[EntityAttention, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(11)  # float64: the comparison is of formulas
+    attn = EntityAttention(16, 4).double()
+    for p in attn.parameters():
+        p.data = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
+    x = torch.randn(b, e, 16, generator=gen, dtype=torch.float64)
+    allowed = torch.ones(b, n_q, e, dtype=torch.bool)
+    if masked:
+        allowed = torch.rand(b, n_q, e, generator=gen) > 0.4
+        allowed[0, 1] = False  # a query that may attend to nothing
+        allowed[1] = True  # a row with nothing masked
+    return attn, x, allowed
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_entity_attention_equals_textbook_attention(masked: bool) -> None:
+    attn, x, allowed = _attention_case(masked=masked)
+    x = x.requires_grad_()
+    out, ref = attn(x, allowed, 3), plain_attention(attn, x, allowed, 3)
+    torch.testing.assert_close(out, ref)
+    if masked:
+        assert torch.equal(out[0, 1], torch.zeros(16, dtype=torch.float64))
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    params = [x, *attn.parameters()]
+    for g, r in zip(_grads((out * w).sum(), params), _grads((ref * w).sum(), params), strict=True):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, r)
+
+
+def test_entity_attention_on_distinct_rows_equals_textbook_attention() -> None:
+    attn, _, allowed = _attention_case()
+    gen = torch.Generator().manual_seed(4)
+    x_u = torch.randn(9, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    inv = torch.randint(0, 9, (7, 6), generator=gen)  # repeated rows within and across rows
+    out = attn.forward_distinct(x_u, inv, allowed, 3)
+    ref = plain_attention(attn, x_u[inv], allowed, 3)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    params = [x_u, *attn.parameters()]
+    for g, r in zip(_grads((out * w).sum(), params), _grads((ref * w).sum(), params), strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_scaled_softmax_equals_softmax_and_its_gradient() -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 3, 6, generator=gen, dtype=torch.float64)
+    mask = torch.rand(4, 3, 6, generator=gen) > 0.3
+    mask[:, :, 0] = True
+    masked = logits.masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(scaled_softmax(masked, 0.7), torch.softmax(0.7 * masked, -1))
+    empty = torch.full((2, 6), float("-inf"))
+    assert torch.equal(scaled_softmax(empty, 0.7), torch.zeros(2, 6))
+    assert torch.autograd.gradcheck(lambda t: scaled_softmax(t, 0.7),
+                                    (logits.clone().requires_grad_(),))
+
+
+def test_subtask_mixer_equals_its_formula() -> None:
+    gen = torch.Generator().manual_seed(8)
+    mixer = SubtaskMixer(10, embed_dim=8, hypernet_embed=16).double()
+    for p in mixer.parameters():
+        p.data = torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.5
+    b, n, e, k = 5, 3, 7, 3
+    q = torch.randn(b, n, generator=gen, dtype=torch.float64, requires_grad=True)
+    ent = torch.randn(b, e, 10, generator=gen, dtype=torch.float64)
+    e2t = torch.zeros(b, e, k, dtype=torch.float64)
+    e2t[:, :n] = torch.nn.functional.one_hot(torch.randint(0, k, (b, n), generator=gen), k)
+    e2t[:, n:] = torch.rand(b, e - n, k, generator=gen, dtype=torch.float64).round()
+    emask = torch.rand(b, e, generator=gen) > 0.2
+    out, ref = mixer(q, ent, e2t, emask), plain_subtask_mix(mixer, q, ent, e2t, emask)
+    torch.testing.assert_close(out, ref)
+    w = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    params = [q, *mixer.parameters()]
+    for g, r in zip(_grads((out * w).sum(), params), _grads((ref * w).sum(), params), strict=True):
+        torch.testing.assert_close(g, r)
 
 
 @pytest.mark.parametrize("mixer", ["attention", "subtask"])
@@ -79,11 +165,13 @@ def test_policy_trie_pass_equals_rowwise_pass() -> None:
     last = torch.nn.functional.one_hot(torch.randint(0, k, (b, n), generator=gen), k).float()
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     out = algo.policy(ent, emask, e2t, tmask, last, 32, g1)
-    allocs, log_pi, entropy = policy_rows(algo.policy, ent, emask, e2t, tmask, last, 32, g2)
+    allocs, log_pi, entropy, max_prob = policy_rows(algo.policy, ent, emask, e2t, tmask, last,
+                                                    32, g2)
     assert torch.equal(out.allocs, allocs)
     assert torch.equal(g1.get_state(), g2.get_state())  # the same random stream consumed
     torch.testing.assert_close(out.log_pi, log_pi, **TOL)
     torch.testing.assert_close(out.entropy, entropy, **TOL)
+    torch.testing.assert_close(out.max_prob, max_prob, **TOL)
     w = torch.randn(b, 32, generator=gen)
     params = list(algo.policy.parameters())
     for g, r in zip(_grads((out.log_pi * w).sum() + out.entropy.sum(), params),

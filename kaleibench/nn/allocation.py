@@ -105,57 +105,70 @@ class AllocPolicy(nn.Module):
         b, n, d = agent_x.shape
         k = task_x.shape[1]
         bp = b * n_proposals
-        active_agent = entity_mask[:, :n].float()  # (B, N)
+        active_agent = entity_mask[:, :n].to(agent_x.dtype)  # (B, N)
+        # ⟨a_i, t_k + C(c_k)⟩ without a (nodes, K, D) tensor: C is affine, so ⟨a_i, C(c)⟩ =
+        # c · W_Cᵀ a_i + ⟨a_i, b_C⟩, and t_k is the encoded t_k⁰ plus the updates of the earlier
+        # agents that chose k, so ⟨a_i, t_k⟩ = ⟨a_i, t_k⁰⟩ + Σ_{j<i, j chose k} ⟨a_i, upd_j⟩.
+        cnt_w = agent_x @ self.count_embed.weight  # (B, N, 2)
+        fixed = (agent_x @ task_x.transpose(1, 2) + nonag_cnt[:, None] * cnt_w[..., :1]
+                 + (agent_x @ self.count_embed.bias)[..., None])  # (B, N, K)
         node_row = torch.arange(b)  # (U,) row of each trie node
-        node_tasks, node_cnt = task_x, torch.zeros_like(nonag_cnt)  # (U, K, D), (U, K)
+        node_cnt = torch.zeros_like(nonag_cnt)  # (U, K) agents on each subtask so far
         row_node = torch.arange(b).repeat_interleave(n_proposals)  # (BP,) node of each proposal
         prop_row = row_node.clone()  # (BP,) decision point of each proposal
-        log_pi = agent_x.new_zeros(bp)
-        entropy = agent_x.new_zeros(bp)
-        max_prob = agent_x.new_zeros(bp)
-        picks = []
+        # per node: Σ log π, Σ H, Σ max π and the choices along its path
+        node_logp, node_h, node_maxp = (agent_x.new_zeros(b) for _ in range(3))
+        node_alloc = agent_x.new_zeros(b, 0, k)  # (U, i, K)
+        earlier: list[tuple[torch.Tensor, torch.Tensor]] = []  # (U, K) choice, (U, D) update
         flat_given = None if given is None else given.reshape(bp, n, k)
         for i in range(n):
             a_i = agent_x[node_row, i]  # (U, D)
-            c = self.count_embed(torch.stack([nonag_cnt[node_row], node_cnt], -1))  # (U, K, D)
-            logits = ((node_tasks + c) @ a_i[:, :, None]).squeeze(-1) / d**0.5  # (U, K)
-            logits = logits.masked_fill(~task_mask[node_row], torch.finfo(logits.dtype).min)
+            logits = fixed[node_row, i] + node_cnt * cnt_w[node_row, i, 1:]  # (U, K)
+            for hard_j, upd_j in earlier:
+                logits = logits + hard_j * (upd_j * a_i).sum(-1, keepdim=True)
+            logits = logits / d**0.5
+            open_k = task_mask[node_row]  # (U, K)
+            logits = logits.masked_fill(~open_k, torch.finfo(logits.dtype).min)
             logp = torch.log_softmax(logits, -1)  # (U, K)
             act_i = active_agent[node_row, i]  # (U,)
             # masked subtasks contribute exactly 0 (a node shared by many proposals gets a
             # gradient > 1, and |logp| ~ 3e38 there would overflow to inf · 0)
-            node_h = -(logp.exp() * logp).masked_fill(~task_mask[node_row], 0.0).sum(-1) * act_i
+            h_i = -(logp.exp() * logp).masked_fill(~open_k, 0.0).sum(-1) * act_i  # (U,)
+            maxp_i = logp.detach().max(-1).values.exp() * act_i  # (U,)
             if flat_given is None:
                 u = torch.rand((bp, k), generator=gen).clamp(1e-10, 1 - 1e-7)
                 choice = (logits.detach()[row_node] - torch.log(-torch.log(u))).argmax(-1)
             else:
                 choice = flat_given[:, i].argmax(-1)  # (BP,)
-            log_pi = log_pi + logp[row_node, choice] * active_agent[prop_row, i]
-            entropy = entropy + node_h[row_node]
-            max_prob = max_prob + logp.detach().max(-1).values.exp()[row_node] * act_i[row_node]
-            picks.append(nn.functional.one_hot(choice, k).float() * active_agent[prop_row, i, None])
             # children: the distinct (node, choice) pairs (an absent agent's choice is void);
             # they become the next trie level
-            key = row_node * k + choice * active_agent[prop_row, i].long()
+            key = row_node * k + choice * act_i[row_node].long()
             child, row_node = torch.unique(key, return_inverse=True)
             parent, pick = child // k, child % k
             node_row = node_row[parent]
+            act_c = act_i[parent]  # (U',)
+            hard = nn.functional.one_hot(pick, k).to(agent_x.dtype) * act_c[:, None]  # (U', K)
+            node_logp = node_logp[parent] + logp[parent, pick] * act_c
+            node_h = node_h[parent] + h_i[parent]
+            node_maxp = node_maxp[parent] + maxp_i[parent]
+            node_alloc = torch.cat([node_alloc[parent], hard[:, None]], 1)
             if i == n - 1:
                 break  # the last agent's choice changes nothing the policy still needs
-            hard = nn.functional.one_hot(pick, k).float() * act_i[parent, None]  # (U', K)
             node_cnt = node_cnt[parent] + hard * COUNT_NORM
-            tasks = node_tasks[parent]  # (U', K, D)
-            chosen = (tasks * hard[..., None]).sum(1)  # (U', D) only the chosen task changes
+            earlier = [(hard_j[parent], upd_j[parent]) for hard_j, upd_j in earlier]
+            # the chosen subtask's embedding after the earlier updates (an absent agent's update
+            # is never applied: its row of ``hard`` is 0)
+            chosen = task_x[node_row, pick]  # (U', D)
+            for hard_j, upd_j in earlier:
+                chosen = chosen + hard_j.gather(1, pick[:, None]) * upd_j
             upd = self.embed_update(torch.relu(torch.cat([chosen, a_i[parent]], -1)))  # (U', D)
-            node_tasks = tasks + upd[:, None] * hard[..., None]  # (U', K, D)
-        allocs = torch.stack(picks, 1)  # (BP, N, K)
-        max_prob = max_prob / active_agent[prop_row].sum(1).clamp_min(1.0)
-        first = torch.full((len(node_row),), bp, dtype=torch.long).scatter_reduce(
-            0, row_node, torch.arange(bp), "amin")  # (U,) first proposal of each leaf
-        return AllocOutput(allocs.reshape(b, n_proposals, n, k), log_pi.reshape(b, n_proposals),
-                           entropy.reshape(b, n_proposals), max_prob.reshape(b, n_proposals),
-                           agent_x, task_x, row_node,
-                           node_row, allocs[first])
+            earlier.append((hard, upd))
+        max_prob = node_maxp[row_node] / active_agent[prop_row].sum(1).clamp_min(1.0)
+        return AllocOutput(node_alloc[row_node].reshape(b, n_proposals, n, k),
+                           node_logp[row_node].reshape(b, n_proposals),
+                           node_h[row_node].reshape(b, n_proposals),
+                           max_prob.reshape(b, n_proposals), agent_x, task_x, row_node,
+                           node_row, node_alloc)
 
 
 class AllocCritic(nn.Module):
@@ -220,13 +233,16 @@ class AllocCritic(nn.Module):
         else:
             inv, rep_r, rep_e = idx
         u_e2t = e2t[rep_r, rep_e]  # (U, K)
-        count_x = (u_e2t[..., None] * self.count_embed(counts[rep_r])).sum(1)  # (U, D)
-        x1 = torch.relu(self.in_fc(entities)[rows[rep_r], rep_e]
-                        + self.task_embed(permuted_tasks(u_e2t, gen)) + count_x)  # (U, D)
-        q_u, kv_u = self.attn.project(x1)  # (U, D), (U, 2D)
-        key, val = kv_u[inv].chunk(2, dim=-1)  # (R, E, D) each
+        # The count term Σ_k g_k C(c_k) = W_C (Σ_k g_k c_k) + b_C Σ_k g_k (C is affine), so the
+        # whole first layer is one matrix product of [features, permuted g, Σ g c, Σ g].
+        feats = torch.cat([entities[rows[rep_r], rep_e], permuted_tasks(u_e2t, gen),
+                           (u_e2t[..., None] * counts[rep_r]).sum(1), u_e2t.sum(1, keepdim=True)],
+                          -1)  # (U, F + K + 3)
+        weight = torch.cat([self.in_fc.weight, self.task_embed.weight, self.count_embed.weight,
+                            self.count_embed.bias[:, None]], 1)  # (D, F + K + 3)
+        x1 = torch.relu(torch.addmm(self.in_fc.bias, feats, weight.t()))  # (U, D)
         allowed = present[:, None, :] & present[:, :n, None]  # (R, N, E)
-        x2 = torch.relu(self.attn.attend(q_u[inv[:, :n]], key, val, allowed))  # (R, N, D)
+        x2 = torch.relu(self.attn.forward_distinct(x1, inv, allowed, n))  # (R, N, D)
         w = present[:, :n, None].float()  # (R, N, 1)
         pooled = (x2 * w).sum(1) / w.sum(1).clamp_min(1.0)  # (R, D)
         return self.out_fc(pooled).squeeze(-1)

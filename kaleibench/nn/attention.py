@@ -7,6 +7,8 @@ Shapes: B rows, E entities (agents first), N agents, K subtasks, F entity featur
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -25,6 +27,35 @@ def same_task(entity2task: torch.Tensor) -> torch.Tensor:
     """
     g = entity2task.float()
     return (g @ g.transpose(-1, -2)) > 0
+
+
+class _Softmax(torch.autograd.Function):
+    """``softmax(scale · logits)`` over the last dim, 0 on rows whose logits are all −∞.
+
+    Forward as exp / sum (PyTorch's softmax kernel is slow on a last dim of a few entities),
+    backward as the softmax vector-Jacobian product ``scale · w ⊙ (g − Σ g ⊙ w)``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, scale: float) -> torch.Tensor:
+        top = logits.amax(-1, keepdim=True).clamp_min(torch.finfo(logits.dtype).min)
+        weights = ((logits - top) * scale).exp_()
+        # the largest term is exp(0) = 1, so the clamp only acts on fully masked rows (sum 0)
+        weights = weights.div_(weights.sum(-1, keepdim=True).clamp_min_(1.0))
+        ctx.save_for_backward(weights)
+        ctx.scale = scale
+        return weights
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (weights,) = ctx.saved_tensors
+        return weights * (grad - (grad * weights).sum(-1, keepdim=True)) * ctx.scale, None
+
+
+def scaled_softmax(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """``softmax(scale · logits, -1)``; rows with every logit −∞ give 0 (not NaN)."""
+    out: torch.Tensor = _Softmax.apply(logits, scale)
+    return out
 
 
 class EntityAttention(nn.Module):
@@ -58,15 +89,12 @@ class EntityAttention(nn.Module):
         k, v = (x @ w_kv.t()).chunk(2, dim=-1)  # (B, E, D) each
         return self.attend(q, k, v, allowed)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query and key|value projections of rows x (..., D): (..., D), (..., 2D)."""
-        d = x.shape[-1]
-        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)
-        return x @ w_q.t(), x @ w_kv.t()
-
     def forward_distinct(self, x_u: torch.Tensor, inv: torch.Tensor, allowed: torch.Tensor,
                          n_queries: int) -> torch.Tensor:
         """:meth:`forward` on rows given once: entity j of row r is ``x_u[inv[r, j]]``.
+
+        The projections run once per distinct row; queries, keys and values are gathered
+        straight into the per-head layout.
 
         Args:
             x_u: (U, D) distinct entity embeddings; inv: (B, E) long; allowed: (B, Q, E).
@@ -74,10 +102,18 @@ class EntityAttention(nn.Module):
         Returns:
             (B, Q, D), equal to ``forward(x_u[inv], allowed, n_queries)``.
         """
-        d = x_u.shape[-1]
-        w_q, w_kv = self.in_trans.weight.split([d, 2 * d], dim=0)
-        k, v = (x_u @ w_kv.t())[inv].chunk(2, dim=-1)  # (B, E, D) each
-        return self.attend(x_u[inv[:, :n_queries]] @ w_q.t(), k, v, allowed)
+        qkv = x_u @ self.in_trans.weight.t()  # (U, 3D): query | key | value
+        return self.attend_heads(self._gather_heads(qkv, inv[:, :n_queries], 0),
+                                 self._gather_heads(qkv, inv, 1),
+                                 self._gather_heads(qkv, inv, 2), allowed)
+
+    def _gather_heads(self, qkv: torch.Tensor, idx: torch.Tensor, part: int) -> torch.Tensor:
+        """Part ``part`` (0 query, 1 key, 2 value) of rows ``idx`` (B, L) of a (U, 3D) table,
+        as (B, H, L, D/H)."""
+        h = self.n_heads
+        rows = idx[:, None, :] * (3 * h) + torch.arange(part * h, (part + 1) * h)[:, None]
+        flat = qkv.reshape(-1, self.dim // h).index_select(0, rows.flatten())
+        return flat.view(*rows.shape, -1)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
                ) -> torch.Tensor:
@@ -85,20 +121,21 @@ class EntityAttention(nn.Module):
 
         ``allowed`` (B, Q, E) bool; returns (B, Q, D), rows with nothing allowed are 0.
         """
-        b, n_queries, d = q.shape
-        e, h = k.shape[1], self.n_heads
-        q = q.reshape(b, n_queries, h, d // h).transpose(1, 2)  # (B, H, Q, D/H)
-        k = k.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
-        v = v.reshape(b, e, h, d // h).transpose(1, 2)  # (B, H, E, D/H)
-        logits = q @ k.transpose(-1, -2) / (d // h) ** 0.5  # (B, H, Q, E)
-        if bool(allowed.all()):  # nothing to mask (e.g. the critic on a fully observed task)
-            return self.out_trans((torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(
-                b, n_queries, d))
-        logits = logits.masked_fill(~allowed[:, None], NEG_INF)
-        weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # (B, H, Q, E)
-        out = (weights @ v).transpose(1, 2).reshape(b, n_queries, d)  # (B, Q, D)
-        any_allowed = allowed.any(-1, keepdim=True)  # (B, Q, 1)
-        return self.out_trans(out) * any_allowed
+        b, h = q.shape[0], self.n_heads
+        heads = lambda x: x.reshape(b, x.shape[1], h, -1).transpose(1, 2)  # noqa: E731
+        return self.attend_heads(heads(q), heads(k), heads(v), allowed)
+
+    def attend_heads(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     allowed: torch.Tensor) -> torch.Tensor:
+        """:meth:`attend` on per-head q (B, H, Q, D/H), k and v (B, H, E, D/H)."""
+        b, h, n_queries, dh = q.shape
+        logits = q @ k.transpose(-1, -2)  # (B, H, Q, E)
+        full = bool(allowed.all())  # nothing to mask (e.g. the critic on a fully observed task)
+        if not full:
+            logits = logits.masked_fill(~allowed[:, None], NEG_INF)
+        weights = scaled_softmax(logits, dh**-0.5)  # (B, H, Q, E)
+        out = self.out_trans((weights @ v).transpose(1, 2).reshape(b, n_queries, h * dh))
+        return out if full else out * allowed.any(-1, keepdim=True)  # (B, Q, D)
 
 
 def static_entity_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,12 +245,19 @@ class SubtaskMixer(nn.Module):
         """
         n = q.shape[1]
         z = self.encode(entities)  # (B, E, H)
-        member = entity2task.float() * entity_mask[..., None].float()  # (B, E, K)
+        member = entity2task.to(z.dtype) * entity_mask[..., None].to(z.dtype)  # (B, E, K)
         s_k = member.transpose(1, 2) @ z / member.sum(1)[..., None].clamp_min(1.0)  # (B, K, H)
-        k = s_k.shape[1]
-        a = z[:, :n, None].expand(-1, -1, k, -1)  # (B, N, K, H)
-        pair = torch.cat([a, s_k[:, None].expand(-1, n, -1, -1)], -1)  # (B, N, K, 2H)
-        w1 = self.hyper_w1(pair).abs() * member[:, :n, :, None]  # (B, N, K, E')
-        hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + self.hyper_b1(s_k))
-        wf = self.hyper_wf(s_k).abs()  # (B, K, E')
-        return (hidden * wf).sum(-1) + self.value(s_k).squeeze(-1)  # (B, K)
+        # W1(a_i, s_k) = W1_a a_i + W1_s s_k + b: the agent part per agent, the subtask part per
+        # subtask, and every linear map of s_k in one product
+        w1_a, w1_s = self.hyper_w1.weight.split(z.shape[-1], 1)  # (E', H) each
+        v_in = cast(nn.Linear, self.value[0])
+        of_s = nn.functional.linear(
+            s_k, torch.cat([w1_s, self.hyper_b1.weight, self.hyper_wf.weight, v_in.weight]),
+            torch.cat([self.hyper_w1.bias, self.hyper_b1.bias, self.hyper_wf.bias, v_in.bias])
+        )  # (B, K, 4E')
+        w1_k, b1, wf, v_hidden = of_s.split(self.embed_dim, -1)  # (B, K, E') each
+        w1 = ((z[:, :n] @ w1_a.t())[:, :, None] + w1_k[:, None]).abs()  # (B, N, K, E')
+        w1 = w1 * member[:, :n, :, None]
+        hidden = nn.functional.elu((q[..., None, None] * w1).sum(1) + b1)  # (B, K, E')
+        value = self.value[2](torch.relu(v_hidden)).squeeze(-1)  # (B, K)
+        return (hidden * wf.abs()).sum(-1) + value  # (B, K)

@@ -1,9 +1,9 @@
 """ALMA's allocation at a decision point: propose, score, pick, explore.
 
 The policy samples ``n_proposals`` allocations; the critic scores each *distinct* one once (on
-spread about 6 of 32 are distinct) and the argmax is executed. While training, with probability
-``prop_eps`` the first raw sample is executed instead, then each agent independently switches to
-a uniformly random active subtask with probability ``alloc_eps``.
+spread about 14 of 32 are distinct in a learner update) and the argmax is executed. While
+training, with probability ``prop_eps`` the first raw sample is executed instead, then each agent
+independently switches to a uniformly random active subtask with probability ``alloc_eps``.
 """
 
 from __future__ import annotations

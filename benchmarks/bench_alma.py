@@ -16,66 +16,22 @@ that process (``time.process_time``), so other load on the machine does not ente
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RATIO_LINES
+from cpu_workers import REPO, export_commit, train_rate
 
 OLD_COMMIT = "ba1ad16"
 """The last commit before the ALMA speed work."""
-REPO = Path(__file__).resolve().parents[1]
 CPU_SECONDS = float(os.environ.get("KALEIBENCH_BENCH_SECONDS", "25"))
 """CPU seconds of training measured per configuration."""
 
-WORKER = r"""
-import json, sys, time
-from dataclasses import replace
-args = json.loads(sys.argv[1])
-from kaleibench.utils.threads import use_one_thread
-use_one_thread()
-import kaleibench
-from kaleibench.algos import load_variant
-from kaleibench.algos.base import EnvInfo
-from kaleibench.train.rollout import collect
-env = kaleibench.make("mpe/spread-v0", n_envs=8, seed=0)
-variant = load_variant(args["variant"])
-config = replace(variant.config, **args["overrides"])
-algo = variant.algo_class(config, EnvInfo.of(env, 2_050_000), 0)
-for _ in range(4):  # warm buffer: every later episode triggers its updates
-    algo.train_on(collect(env, algo, 100_000, True).batch, 100_000)
-steps, start = 0, time.process_time()
-while time.process_time() - start < args["seconds"]:
-    ro = collect(env, algo, 100_000, explore=True)
-    algo.train_on(ro.batch, 100_000)
-    steps += ro.steps
-print(json.dumps({"rate": steps / (time.process_time() - start)}))
-"""
-
-
-def _export_old(dest: Path) -> Path:
-    """``kaleibench`` and ``baselines`` of the old commit, unpacked under ``dest``."""
-    archive = dest / "old.tar"
-    subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), OLD_COMMIT,
-                    "kaleibench", "baselines"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest / "old", filter="data")
-    return dest / "old"
-
-
 def _rate(root: Path, variant: str, overrides: dict[str, Any] | None = None) -> float:
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    args = json.dumps({"variant": variant, "overrides": overrides or {},
-                       "seconds": CPU_SECONDS})
-    out = subprocess.run([sys.executable, "-c", WORKER, args], env=env, cwd=root, check=True,
-                         capture_output=True, text=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["rate"])
+    return train_rate(root, variant, seconds=CPU_SECONDS, overrides=overrides)
 
 
 def test_alma_training_rate_new_vs_old(benchmark: Any) -> None:
@@ -85,7 +41,7 @@ def test_alma_training_rate_new_vs_old(benchmark: Any) -> None:
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            old_root = _export_old(Path(tmp))
+            old_root = export_commit(OLD_COMMIT, Path(tmp))
             result["old"] = _rate(old_root, "alma-alloc")
         result["same"] = _rate(REPO, "alma-alloc", {"mixer": "subtask", "hypernet_embed": 64})
         result["default"] = _rate(REPO, "alma-alloc")

@@ -24,17 +24,16 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import RATIO_LINES
+from cpu_workers import REPO, export_commit, single_thread_env
 
 OLD_COMMIT = "b1385bd"
 """The last commit before the QMIX learner speed work."""
-REPO = Path(__file__).resolve().parents[1]
 CPU_SECONDS = float(os.environ.get("KALEIBENCH_BENCH_SECONDS", "15"))
 """CPU seconds of training measured per training-rate sample."""
 ROUNDS = int(os.environ.get("KALEIBENCH_BENCH_ROUNDS", "2"))
@@ -119,23 +118,11 @@ def update_flops(b: int = 32, t: int = 25, n: int = 3, obs: int = 18, state: int
     return 4.0 * (agent + mixer)
 
 
-def _export_old(dest: Path) -> Path:
-    archive = dest / "old.tar"
-    subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), OLD_COMMIT,
-                    "kaleibench", "baselines"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest / "old", filter="data")
-    return dest / "old"
-
-
-def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-
-
 def _probe(seconds: float) -> dict[str, float]:
     """GFLOP/s of the main product and raw mpe2 steps, both per CPU-second."""
-    out = subprocess.run([sys.executable, "-c", PROBE, str(seconds)], env=_env(REPO), cwd=REPO,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, str(seconds)],
+                         env=single_thread_env(REPO), cwd=REPO, check=True, capture_output=True,
+                         text=True)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -143,9 +130,10 @@ def _probe(seconds: float) -> dict[str, float]:
 def _alternate(roots: dict[str, Path], variant: str, command: str,
                rounds: int) -> dict[str, float]:
     """Median of ``command`` answers from one persistent worker per root, asked in turn."""
-    workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant], env=_env(root),
-                                     cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True) for tag, root in roots.items()}
+    workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
+                                     env=single_thread_env(root), cwd=root,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for tag, root in roots.items()}
     answers: dict[str, list[float]] = {tag: [] for tag in workers}
     try:
         for w in workers.values():
@@ -171,7 +159,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            roots = {"old": _export_old(Path(tmp)), "new": REPO}
+            roots = {"old": export_commit(OLD_COMMIT, Path(tmp)), "new": REPO}
             probe = _probe(CPU_SECONDS / 3)
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):

@@ -17,35 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-WORKER = r"""
-import json, sys, time
-args = json.loads(sys.argv[1])
-from kaleibench.utils.threads import use_one_thread
-use_one_thread()
-import kaleibench
-from kaleibench.algos import load_variant
-from kaleibench.algos.base import EnvInfo
-from kaleibench.train.rollout import collect
-env = kaleibench.make(args["task"], n_envs=8, seed=0)
-algo = load_variant(args["variant"]).build(EnvInfo.of(env, 2_050_000), seed=0)
-for _ in range(4):  # warm buffer: every later episode triggers its updates
-    algo.train_on(collect(env, algo, 100_000, True).batch, 100_000)
-steps, start = 0, time.process_time()
-while time.process_time() - start < args["seconds"]:
-    ro = collect(env, algo, 100_000, explore=True)
-    algo.train_on(ro.batch, 100_000)
-    steps += ro.steps
-print(json.dumps({"rate": steps / (time.process_time() - start)}))
-"""
+from cpu_workers import REPO, train_rate
 
 
 def cpu_name() -> str:
@@ -57,15 +35,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def measure(variant: str, task: str, seconds: float) -> float:
-    """Env steps per CPU-second of ``variant`` training on ``task`` (one fresh process)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    args = json.dumps({"variant": variant, "task": task, "seconds": seconds})
-    out = subprocess.run([sys.executable, "-c", WORKER, args], env=env, cwd=REPO, check=True,
-                         capture_output=True, text=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["rate"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in args.tasks or tasks.names():
             if variant.needs_subtasks and not tasks.get(task).has_subtasks:
                 continue
-            rate = measure(name, task, seconds)
+            rate = train_rate(REPO, name, task, seconds)
             rates.setdefault(name, {})[task] = round(rate, 1)
             print(f"{name:<12} {task:<26} {rate:8.1f} env steps/CPU-s", flush=True)
     sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -168,3 +169,28 @@ def _t_env(run: Path) -> int:
         return int(io.read_json(run / "status.json").get("t_env", 0))
     except (OSError, ValueError):
         return 0
+
+
+def test_status_names_cells_of_a_variant_file_by_its_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a suite entry that is a variant file: its cells live in a folder named after the variant
+    # (the file's stem here), and pending ones must be listed there, not under the path --
+    # also when suite.json lists the file's path, as folders made by older versions do
+    variant = tmp_path / "my-qmix.yaml"
+    variant.write_text("algo: kaleibench.algos.qmix:Qmix\nconfig: {lr: 0.001}\n")
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("name: tiny\nt_max: 100\nn_envs: 2\neval_interval: 100\neval_episodes: 2\n"
+                     f"seeds: [0, 1]\ntasks:\n  - id: mpe/spread-v0\nvariants: [{variant}]\n")
+    out = tmp_path / "runs"
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--workers", "1",
+                 "--no-progress", "--seeds", "0"]) == 0
+    assert (out / "my-qmix" / "mpe__spread-v0" / "seed_0" / "final.json").exists()
+    listed = json.loads((out / "suite.json").read_text())
+    for entries in (listed["variants"], [str(variant)]):
+        io.atomic_write_json(out / "suite.json", {**listed, "variants": entries})
+        capsys.readouterr()
+        assert main(["status", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "pending     my-qmix/mpe__spread-v0/seed_1" in text
+        assert "2 cells: completed 1, pending 1" in text

@@ -272,6 +272,19 @@ def _learns(variant: str) -> bool:
         return True
 
 
+def _folder_name(entry: str) -> str:
+    """The folder name of a suite.json variant entry: a variant file's ``name`` key (its file
+    stem when the file cannot be read from here), else the entry itself."""
+    if not entry.endswith((".yaml", ".yml")):
+        return entry
+    try:
+        from kaleibench.config import load_yaml
+
+        return str(load_yaml(entry).get("name") or Path(entry).stem)
+    except Exception:  # noqa: BLE001 - a path relative to another folder: the stem is the name
+        return Path(entry).stem
+
+
 def folder_cells(root: Path) -> list[tuple[str, Path, CellProgress]]:
     """Every cell of a results folder: the grid of its ``suite.json`` plus run folders on disk,
     as (``variant/task/seed_k``, run folder, progress)."""
@@ -280,11 +293,12 @@ def folder_cells(root: Path) -> list[tuple[str, Path, CellProgress]]:
     suite = _read_json(root / "suite.json") or {}
     t_max_default = int(suite.get("t_max", 0) or 0)
     keys: dict[str, tuple[str, int]] = {}
-    for variant in suite.get("variants", []) or []:
+    for entry in suite.get("variants", []) or []:
+        variant = _folder_name(str(entry))
         for task in suite.get("tasks", []) or []:
             for seed in suite.get("seeds", []) or []:
                 keys[f"{variant}/{task_slug(str(task.get('id')))}/seed_{seed}"] = (
-                    str(variant), t_max_default)
+                    variant, t_max_default)
     for status in sorted(root.glob("*/*/seed_*/status.json")):
         key = str(status.parent.relative_to(root))
         spec = _read_json(status.parent / "spec.json") or {}

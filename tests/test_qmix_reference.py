@@ -138,16 +138,23 @@ CASES: list[tuple[str, dict[str, object]]] = [
 ]
 
 
+def _copies(learner: Qmix) -> tuple[Params, Params]:
+    """Detached copies of the learner's online parameters (requiring grad) and of its target
+    networks' parameters, named ``agent.*`` / ``mixer.*``."""
+    p = {k: v.detach().clone().requires_grad_(True) for k, v in _named(learner)}
+    p_target = {f"agent.{k}": v.detach().clone()
+                for k, v in learner.target_agent.named_parameters()}
+    p_target |= {f"mixer.{k}": v.detach().clone()
+                 for k, v in learner.target_mixer.named_parameters()}
+    return p, p_target
+
+
 @pytest.mark.parametrize(("variant", "overrides"), CASES)
 def test_loss_and_gradients_equal_the_reference(variant: str,
                                                 overrides: dict[str, object]) -> None:
     learner, batch = _setup(variant, **overrides)
     named = _named(learner)
-    p = {k: v.detach().clone().requires_grad_(True) for k, v in named}
-    p_target = {f"agent.{k}": v.detach().clone()
-                for k, v in learner.target_agent.named_parameters()}
-    p_target |= {f"mixer.{k}": v.detach().clone()
-                 for k, v in learner.target_mixer.named_parameters()}
+    p, p_target = _copies(learner)
     loss, _ = learner.td_loss(batch)
     ref = _reference_loss(learner, p, p_target, batch)
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
@@ -160,12 +167,7 @@ def test_loss_and_gradients_equal_the_reference(variant: str,
 
 def _reference_updates(learner: Qmix, batch: EpisodeBatch, n_updates: int) -> Params:
     """Plain Adam + clipping + hard target syncs, from the learner's initial weights."""
-    named = _named(learner)
-    p = {k: v.detach().clone().requires_grad_(True) for k, v in named}
-    p_target = {f"agent.{k}": v.detach().clone()
-                for k, v in learner.target_agent.named_parameters()}
-    p_target |= {f"mixer.{k}": v.detach().clone()
-                 for k, v in learner.target_mixer.named_parameters()}
+    p, p_target = _copies(learner)
     opt = torch.optim.Adam(list(p.values()), lr=learner.cfg.lr, foreach=False, fused=False)
     for i in range(1, n_updates + 1):
         opt.zero_grad()

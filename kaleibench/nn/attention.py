@@ -103,17 +103,8 @@ class EntityAttention(nn.Module):
             (B, Q, D), equal to ``forward(x_u[inv], allowed, n_queries)``.
         """
         qkv = x_u @ self.in_trans.weight.t()  # (U, 3D): query | key | value
-        return self.attend_heads(self._gather_heads(qkv, inv[:, :n_queries], 0),
-                                 self._gather_heads(qkv, inv, 1),
-                                 self._gather_heads(qkv, inv, 2), allowed)
-
-    def _gather_heads(self, qkv: torch.Tensor, idx: torch.Tensor, part: int) -> torch.Tensor:
-        """Part ``part`` (0 query, 1 key, 2 value) of rows ``idx`` (B, L) of a (U, 3D) table,
-        as (B, H, L, D/H)."""
-        h = self.n_heads
-        rows = idx[:, None, :] * (3 * h) + torch.arange(part * h, (part + 1) * h)[:, None]
-        flat = qkv.reshape(-1, self.dim // h).index_select(0, rows.flatten())
-        return flat.view(*rows.shape, -1)
+        return self.attend_heads(*gather_qkv_heads(qkv, inv, self.n_heads, n_queries),
+                                 allowed)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
                ) -> torch.Tensor:
@@ -136,6 +127,31 @@ class EntityAttention(nn.Module):
         weights = scaled_softmax(logits, dh**-0.5)  # (B, H, Q, E)
         out = self.out_trans((weights @ v).transpose(1, 2).reshape(b, n_queries, h * dh))
         return out if full else out * allowed.any(-1, keepdim=True)  # (B, Q, D)
+
+
+def gather_qkv_heads(qkv: torch.Tensor, inv: torch.Tensor, n_heads: int, n_queries: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-head queries, keys and values of entity rows ``inv`` from projections computed once
+    per distinct row.
+
+    Args:
+        qkv: (U, 3D) projections, each row query | key | value, D split into ``n_heads``;
+        inv: (B, E) long row indices; n_queries: query entities (the first ones).
+
+    Returns:
+        q (B, H, n_queries, D/H), k and v (B, H, E, D/H).
+
+    One gather for the three parts: its backward then zero-fills and accumulates one gradient
+    table instead of three (the fill costs about as much as the gather itself).
+    """
+    dh = qkv.shape[1] // (3 * n_heads)
+    chunks = qkv.reshape(-1, dh)  # chunk (row, part, head) at (row·3 + part)·H + head
+    head = torch.arange(n_heads)[:, None]  # (H, 1)
+    at = [(head + p * n_heads + rows[:, None, :] * (3 * n_heads)).flatten()
+          for p, rows in enumerate((inv[:, :n_queries], inv, inv))]  # (B·H·L,) per part
+    parts = chunks.index_select(0, torch.cat(at)).split([len(a) for a in at])
+    q, k, v = (part.view(len(inv), n_heads, -1, dh) for part in parts)
+    return q, k, v
 
 
 def static_entity_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -173,6 +173,23 @@ def test_report_refuses_incomplete_grid_unless_allowed(results_dir: Path, tmp_pa
     assert "n seeds per variant: qmix 2, kalei-qmix 3" in text
 
 
+def test_report_on_a_grid_where_no_run_has_finished(results_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    for run in results_dir.glob("*/*/seed_*"):
+        if run.parts[-3] == "kalei-qmix":
+            shutil.rmtree(run)  # not started
+        else:
+            (run / "final.json").unlink()
+            (run / "status.json").write_text(json.dumps({"state": "running"}))
+    text = write_report(results_dir, tmp_path / "r", reps=200, allow_incomplete=True,
+                        figures=False).read_text()
+    assert "Aggregates skipped: no run has a final score yet." in text
+    assert "n = 0 (no run has finished yet) seeds per cell" in text
+    assert "| kalei-qmix | – | (no run started) | 0 |" in text
+    assert "- Grid: 2 variants × 2 tasks × 3 seeds;" in text
+
+
 def test_report_rejects_unknown_baseline(results_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="baseline 'vdn'"):
         write_report(results_dir, tmp_path / "r", baseline="vdn", reps=100)

@@ -150,7 +150,10 @@ def _task_caption(a: Analysis) -> str:
         else f"over {n_welch} Welch and {n_mwu} Mann-Whitney comparisons"
     )
     sizes = sorted({n for n in a.cell_counts().values()})
-    seeds = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
+    if not sizes:
+        seeds = "n = 0 (no run has finished yet)"
+    else:
+        seeds = f"n = {sizes[0]}" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]}"
     text = (
         f"Per-task {a.kind} team return: mean over seeds with {T_CI_METHOD} (n - 1 dof, real n "
         f"per cell; no bootstrap, so no reps or seed); {seeds} seeds per cell. Best per task "
@@ -319,14 +322,28 @@ def write_figures(a: Analysis, out: Path) -> list[Figure]:
     return figures
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _no_aggregates_reason(a: Analysis) -> str:
+    """Why the across-task aggregates are missing, in the report's words."""
+    if not a.results.suite.has_bounds:
+        return "the suite declares no normalisation bounds"
+    if not any(a.cell_counts().values()):
+        return "no run has a final score yet"
+    return ("some variant has no run with a final score on every task that all variants "
+            "share")
+
+
 def _provenance(a: Analysis) -> list[str]:
     suite = a.results.suite
     specs = [r.spec for r in a.results.runs.values() if r.spec]
     lines = [
         f"- Suite: `{suite.name}` version {suite.version}, hash `{suite.hash or 'n/a'}`",
-        f"- Grid: {len(suite.variants)} variants × {len(suite.tasks)} tasks × "
-        f"{len(suite.seeds)} seeds; t_max {suite.t_max}, eval every {suite.eval_interval} "
-        f"steps on {suite.eval_episodes} episodes",
+        f"- Grid: {_plural(len(suite.variants), 'variant')} × "
+        f"{_plural(len(suite.tasks), 'task')} × {_plural(len(suite.seeds), 'seed')}; t_max "
+        f"{suite.t_max}, eval every {suite.eval_interval} steps on {suite.eval_episodes} episodes",
         f"- Score: `{a.kind}`; baseline for tests: `{a.baseline}`; bootstrap: {a.reps} reps, "
         f"seed {a.seed}, {int(a.confidence * 100)}% intervals",
     ]
@@ -404,8 +421,7 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
         lines += [f"Headline skipped: {a.headline_error}", ""]
     lines += variant_lines(a.results, a.variants)
     if not a.has_aggregates:
-        lines += ["Aggregates skipped: the suite declares no normalisation bounds or no task is "
-                  "shared by all variants.", ""]  # fmt: skip
+        lines += [f"Aggregates skipped: {_no_aggregates_reason(a)}.", ""]
     lines += ["## Tables", ""]
     for table in written:
         lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "

@@ -74,6 +74,8 @@ def variant_lines(results: Results, variants: list[str]) -> list[str]:
             cpu, wall, speed = (float(np.nanmean(c)) if np.isfinite(c).any() else math.nan
                                 for c in cost.T)
         algo = str(spec.get("algo", "?")).rsplit(":", 1)[-1]
+        if not spec:  # no run of this variant has started: nothing says what it is yet
+            algo, diff_text = "–", "(no run started)"
         lines.append(f"| {v} | {algo} | {diff_text} | {len(done)} | {_fmt(cpu)} | "
                      f"{_fmt(wall)} | {_fmt(speed)} |")
     caption = ("What each variant is: its algorithm class and the config fields that differ "

@@ -210,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Folder names, not YAML paths: report and check look the variants up by folder.
     suite_json["variants"] = list(dict.fromkeys(c.spec.variant.name for c in cells))
     _check_folder(cells, out, args)  # reads only: refuses a folder holding other runs
+    _folder_suite_json(out, suite_json)  # reads only: refuses a folder of another grid
     try:
         lock = lock_results(out)  # the first write into the folder; doubles as a write probe
     except LockHeld as exc:
@@ -217,6 +218,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadInput(f"output folder {out} is not writable: {exc}") from exc
     try:
+        # again under the lock: another run may have added its variants meanwhile
+        suite_json = _folder_suite_json(out, suite_json)
         prepare_results(out, cells, suite_json)
         if getattr(args, "executor", "local") == "ray":
             from kaleibench.harness.runner import execute_ray
@@ -247,6 +250,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if counts.get("completed") or counts.get("skipped"):
         print(f"next: kaleibench status {out}   or   kaleibench report {out}")
     return 1 if summary.failed or counts.get("busy") else 0
+
+
+def _folder_suite_json(out: Path, suite_json: dict[str, Any]) -> dict[str, Any]:
+    """The folder's suite.json with this run's variants added, or exit 2 if its grid differs."""
+    from kaleibench.harness.reuse import merged_suite_json
+
+    try:
+        return merged_suite_json(out, suite_json)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
 
 
 def _check_folder(cells: list[Any], out: Path, args: argparse.Namespace) -> None:

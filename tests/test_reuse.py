@@ -70,3 +70,25 @@ def test_changed_config_or_budget_is_refused_before_anything_is_written(
     assert _run(suite, out, "--t-max", "150") == 2
     assert "t_max: 100 in the folder, 150 asked" in capsys.readouterr().err
     assert (out / "suite.json").read_bytes() == before
+
+
+def test_a_new_variant_joins_the_folder_and_keeps_its_suite_description(
+    done: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    suite, out = done
+    before = json.loads((out / "suite.json").read_text())
+    other = tmp_path / "other.yaml"
+    other.write_text("algo: kaleibench.algos.qmix:Qmix\nconfig: {hidden_dim: 8}\n")
+    capsys.readouterr()
+    assert _run(suite, out, "--variants", str(other), "--t-max", "150") == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'suite.json'}: `t_max` is 100 there, this run asks for 150" in err
+    assert json.loads((out / "suite.json").read_text()) == before
+    assert not (out / "other").exists()
+    assert _run(suite, out, "--variants", str(other)) == 0
+    after = json.loads((out / "suite.json").read_text())
+    assert after["variants"] == [*before["variants"], "other"]
+    assert {k: v for k, v in after.items() if k != "variants"} == {
+        k: v for k, v in before.items() if k != "variants"}

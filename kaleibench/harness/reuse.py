@@ -136,3 +136,46 @@ def inspect_folder(cells: Sequence[Cell], root: str | Path, sinks: Sequence[str]
                 if name and not (run_dir / name).exists():
                     check.missing_sink[sink] += 1
     return check
+
+
+GRID_KEYS = ("name", "version", "tasks", "t_max", "n_envs", "eval_interval", "eval_episodes")
+"""suite.json keys that every run of one results folder must share: their scores are compared
+as equals (same tasks and bounds, budget and evaluation)."""
+
+
+def merged_suite_json(root: str | Path, asked: dict[str, Any]) -> dict[str, Any]:
+    """The suite.json to write for a run of ``asked`` into ``root``.
+
+    A folder that already has a suite.json keeps its description: the variants (and seeds) of
+    this run are added to its lists, so a new variant run into a copy of committed results is
+    compared with the baselines there and the folder still names its own suite. A run whose
+    grid differs (another suite, budget, evaluation, task list or bounds) cannot share the
+    folder.
+
+    Raises:
+        ValueError: Naming the file and the first differing key (the CLI exits with code 2).
+    """
+    path = Path(root) / "suite.json"
+    if not path.exists():
+        return asked
+    from kaleibench.utils.io import read_json_object
+
+    try:
+        have = read_json_object(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); nothing was run. Use another --out, "
+                         "or delete the folder to start over.") from exc
+    for key in GRID_KEYS:
+        if have.get(key) != asked.get(key):
+            raise ValueError(
+                f"{path}: `{key}` is {json.dumps(have.get(key))[:120]} there, this run asks for "
+                f"{json.dumps(asked.get(key))[:120]}. Runs of a different suite, budget, "
+                "evaluation or task list cannot share a results folder (their scores would be "
+                f"compared as equals). Nothing was run. Use another --out (e.g. "
+                f"{alternative(Path(root))}).")
+    merged = dict(have)
+    merged["variants"] = list(dict.fromkeys([*have.get("variants", []), *asked["variants"]]))
+    merged["seeds"] = list(dict.fromkeys([*have.get("seeds", []), *asked["seeds"]]))
+    if "compare" not in merged and "compare" in asked:
+        merged["compare"] = asked["compare"]
+    return merged

@@ -381,3 +381,16 @@ def test_alma_mine_trajectory_differs_from_alma_alloc() -> None:
     moved = _params(plain.policy) - start
     gap = _params(mine.alma.policy) - _params(plain.policy)
     assert float(gap.norm()) > 0.1 * float(moved.norm())
+
+
+def test_subtask_coverage_counts_active_subtasks_with_an_agent() -> None:
+    from kaleibench.algos.alma.batch import random_allocs, subtask_coverage
+
+    eye = torch.eye(3)
+    alloc = torch.stack([eye[[0, 0, 1]], eye[[2, 1, 0]]])  # (2, N=3, K=3)
+    active = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    # row 0 covers 2 of 3; row 1 covers both active subtasks (subtask 2 is inactive)
+    assert float(subtask_coverage(alloc, active)) == pytest.approx(4 / 5)
+    many = torch.ones(20_000, 3, dtype=torch.bool)
+    rand = random_allocs(many, 3, torch.Generator().manual_seed(0))
+    assert float(subtask_coverage(rand, many)) == pytest.approx(1 - (2 / 3) ** 3, abs=0.01)

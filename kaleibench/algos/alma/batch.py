@@ -30,6 +30,21 @@ def with_alloc(entity2task: torch.Tensor, alloc: torch.Tensor) -> torch.Tensor:
     return torch.cat([alloc.float(), entity2task[..., n:, :].float()], dim=-2)
 
 
+def subtask_coverage(alloc: torch.Tensor, task_mask: torch.Tensor) -> torch.Tensor:
+    """Fraction of the active subtasks (on MPE: landmarks) with at least one agent allocated.
+
+    Args:
+        alloc: (M, N, K) allocations; task_mask: (M, K) active subtasks.
+
+    Returns:
+        () the covered share over all M allocations. On spread (3 agents, 3 landmarks) a
+        uniformly random allocation covers 1 − (2/3)³ ≈ 0.70 of the landmarks.
+    """
+    active = task_mask.float()
+    occupied = (alloc.sum(-2) > 0).float() * active  # (M, K)
+    return occupied.sum() / active.sum().clamp_min(1.0)
+
+
 def last_action_onehot(actions: torch.Tensor, n_actions: int) -> torch.Tensor:
     """One-hot previous actions for steps 0..T: (B, T, N) -> (B, T+1, N, A), zeros at t = 0."""
     onehot = nn.functional.one_hot(actions, n_actions).float()  # (B, T, N, A)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kaleibench.algos.alma.acting import score_proposals
-from kaleibench.algos.alma.batch import gather_decisions, sample_recent
+from kaleibench.algos.alma.batch import gather_decisions, sample_recent, subtask_coverage
 from kaleibench.algos.alma.config import AlmaConfig
 from kaleibench.algos.base import EnvInfo
 from kaleibench.algos.qmix import reinit_
@@ -191,7 +191,7 @@ class HighLevel:
             "alloc/argmax_joint_prob": float(log_pi_best.detach().exp().mean()),
             "alloc/distinct_proposals": float(n_distinct.mean()),
             "alloc/agents_per_task": float(per_task.sum() / occupied.sum().clamp_min(1.0)),
-            "alloc/tasks_covered": float(occupied.sum() / d["task_mask"].float().sum()),
+            "alloc/tasks_covered": float(subtask_coverage(d["alloc"], d["task_mask"])),
         }
 
     def modules(self) -> dict[str, Any]:

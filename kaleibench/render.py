@@ -166,6 +166,11 @@ def best_run(runs: list[Any], score_key: str) -> Any | None:
     return max(sorted(done, key=lambda r: r.seed), key=lambda r: float(r.final[score_key]))
 
 
+NO_POLICY = "no policy file kept"
+"""Why a completed run cannot be replayed when its folder holds no ``best.pt``/``final.pt``
+(e.g. results committed with scores and logs only)."""
+
+
 def cell_replays(results: Any, score_key: str, out_dir: str | Path,
                  size: int = DEFAULT_SIZE) -> list[CellReplay]:
     """One GIF per (variant, task) of ``results``: the best seed's best policy, first eval seed.
@@ -192,6 +197,9 @@ def cell_replays(results: Any, score_key: str, out_dir: str | Path,
                 continue
             gif = Path(out_dir) / f"{variant}__{task.replace('/', '__')}.gif"
             policy = "best" if (run.path / "best.pt").is_file() else "final"
+            if not (run.path / f"{policy}.pt").is_file():
+                out.append(CellReplay(variant, task, None, run.seed, error=NO_POLICY))
+                continue
             try:
                 replay = render_run(run.path, gif, policy, size=size)
             except (RunFolderError, OSError, RuntimeError, ValueError) as exc:

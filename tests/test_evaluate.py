@@ -244,3 +244,19 @@ def test_report_embeds_one_replay_per_cell(
     assert 0 < gif.stat().st_size <= 2_000_000
     with Image.open(gif) as im:
         assert im.n_frames == 26
+
+
+def test_report_on_results_kept_without_policies_says_so_once(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from kaleibench.analysis.report import write_report
+
+    run_dir, _ = trained
+    results = tmp_path / "results"
+    kept = results / "qmix" / "mpe__spread-v0" / "seed_1"
+    shutil.copytree(run_dir, kept, ignore=shutil.ignore_patterns("*.pt"))
+    text = write_report(results, tmp_path / "report", reps=200).read_text()
+    assert "Replays skipped: no run in this folder keeps its policy files" in text
+    assert "no such policy file" not in text
+    assert not (tmp_path / "report" / "replays").exists() or not list(
+        (tmp_path / "report" / "replays").glob("*.gif"))

@@ -462,6 +462,22 @@ def test_corrupt_best_policy_is_refused_by_evaluate_status_and_report(
     assert "best.pt: checksum mismatch" in capsys.readouterr().err
 
 
+def test_results_kept_without_policies_stay_trusted(
+        ref: dict[str, Any], done: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for policy in ("final.pt", "best.pt"):
+        (done / RUN / policy).unlink()  # e.g. results committed with scores and logs only
+    before = _result(done / RUN)
+    capsys.readouterr()
+    assert main(["status", str(done)]) == 0
+    assert "missing" not in capsys.readouterr().out
+    assert main(["report", str(done), "--reps", "200", "--no-figures"]) == 0
+    assert _run(Path(ref["suite"]), done) == 0  # skipped as completed, not re-run
+    assert "skipped 1" in capsys.readouterr().out
+    assert _result(done / RUN) == before
+    with pytest.raises(RunFolderError, match="final.pt"):
+        load_run(done / RUN, "final")  # a replay needs the policy: named, refused
+
+
 @pytest.mark.parametrize("content", [b"{}", b'{"final_return": ', b"[]", b"edit"])
 def test_untrusted_final_json_is_rerun_not_skipped(
         ref: dict[str, Any], done: Path, content: bytes,

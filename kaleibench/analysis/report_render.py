@@ -149,6 +149,8 @@ def _task_caption(a: Analysis) -> str:
         if n_welch == n_mwu
         else f"over {n_welch} Welch and {n_mwu} Mann-Whitney comparisons"
     )
+    if not a.tests:
+        family = "(no comparison: one variant)"
     sizes = sorted({n for n in a.cell_counts().values()})
     if not sizes:
         seeds = "n = 0 (no run has finished yet)"
@@ -196,12 +198,19 @@ _BAND_NOTE = (
 )
 
 
+CURVE_COLUMNS = 3
+"""Tasks per row of the per-task curves figure (a suite of 7 tasks reads as 3 rows)."""
+
+
 def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     tasks = a.results.suite.task_ids
     styles = a.styles
-    fig = plots.new_figure(n_cols=len(tasks), size=(4.5, 3.2))
+    n_cols = min(len(tasks), CURVE_COLUMNS)
+    fig = plots.new_figure(n_cols=n_cols, n_rows=-(-len(tasks) // n_cols), size=(4.5, 3.2))
+    for ax in fig.axes[len(tasks):]:
+        ax.set_visible(False)
     ranges = []
-    for ax, task in zip(fig.axes, tasks, strict=True):
+    for ax, task in zip(fig.axes, tasks, strict=False):
         curves = {v: c for v in a.variants if (c := cell_curve(a.results, v, task)) is not None}
         low, high = plots.observed_range(curves)
         ranges.append(f"{task} [{low:.4g}, {high:.4g}]")
@@ -376,7 +385,7 @@ def replay_lines(a: Analysis, out: Path) -> list[str]:
     fixed eval seed greedily; see :mod:`kaleibench.render`.
     """
     from kaleibench.analysis.scores import SCORE_KEYS
-    from kaleibench.render import DEFAULT_SIZE, FPS, cell_replays
+    from kaleibench.render import DEFAULT_SIZE, FPS, NO_POLICY, cell_replays
     from kaleibench.utils.seeding import eval_seeds
 
     replays = {(r.variant, r.task): r for r in cell_replays(a.results, SCORE_KEYS[a.kind],
@@ -384,6 +393,9 @@ def replay_lines(a: Analysis, out: Path) -> list[str]:
     tasks = [t for t in a.results.suite.task_ids if any(k[1] == t for k in replays)]
     if not tasks:
         return []
+    if all(r.error == NO_POLICY for r in replays.values()):
+        return ["### Replays", "", "Replays skipped: no run in this folder keeps its policy "
+                "files (results kept with scores and logs only).", ""]
     lines = ["### Replays", "", "| variant | " + " | ".join(tasks) + " |",
              "|---|" + "---|" * len(tasks)]
     for v in a.variants:

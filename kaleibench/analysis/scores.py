@@ -170,7 +170,7 @@ def _optional_json(path: Path) -> dict[str, Any] | None:
 
 def _load_run(path: Path, variant: str, task: str, seed: int) -> Run:
     """One run folder; any malformed file makes it ``corrupt`` (named), never an exception."""
-    from kaleibench.harness.integrity import verify_files
+    from kaleibench.harness.integrity import verify_kept_files
 
     try:
         spec = _optional_json(path / "spec.json")
@@ -181,7 +181,7 @@ def _load_run(path: Path, variant: str, task: str, seed: int) -> Run:
         final = _optional_json(path / "final.json")
         state = str(status.get("state", "pending"))
         if state == "completed":
-            verify_files(path, status)
+            verify_kept_files(path, status)
             missing = [k for k in ("final_return", "absolute_return") if final is not None
                        and not isinstance(final.get(k), int | float)]
             if missing:

@@ -3,7 +3,7 @@
 A comparison is only readable if the reader knows what differs between the rows. For each
 variant the table names its algorithm class, its config's difference from that class's defaults
 (or, for a variant made with ``--set``/``--sweep``, its base variant and the overrides), the
-number of completed seeds, and its compute: mean CPU seconds and wall seconds per run and the
+number of completed runs, and its compute: mean CPU seconds and wall seconds per run and the
 training speed in env steps per wall second, read from the runs themselves.
 """
 
@@ -59,7 +59,7 @@ def _fmt(value: float, digits: int = 0) -> str:
 def variant_lines(results: Results, variants: list[str]) -> list[str]:
     """Markdown lines of the Variants section (a table and its caption)."""
     lines = ["## Variants", "",
-             "| variant | algorithm | differs from defaults | seeds | CPU s / run | "
+             "| variant | algorithm | differs from defaults | runs | CPU s / run | "
              "wall s / run | env steps / s |", "|---|---|---|---|---|---|---|"]
     for v in variants:
         runs = [r for (rv, _, _), r in sorted(results.runs.items()) if rv == v]
@@ -80,8 +80,8 @@ def variant_lines(results: Results, variants: list[str]) -> list[str]:
                      f"{_fmt(wall)} | {_fmt(speed)} |")
     caption = ("What each variant is: its algorithm class and the config fields that differ "
                "from that class's defaults (for a `--set`/`--sweep` variant: its base variant "
-               "and overrides); completed seeds; mean cost per completed run over all tasks "
-               "(CPU seconds of the run's process, wall seconds, training env steps per wall "
-               "second; – where the runs did not record it).")
+               "and overrides); completed runs (seeds × tasks); mean cost per completed run "
+               "over all tasks (CPU seconds of the run's process, wall seconds, training env "
+               "steps per wall second; – where the runs did not record it).")
     return [*lines, "", f"*{caption}*", ""]
 

@@ -11,8 +11,9 @@ of seal are used:
   ``final.pt``, ``best.pt`` and ``metrics.jsonl`` (key ``sha256``), written after those files and
   before the run is declared completed.
 
-A mismatch raises :class:`CorruptFileError`, which names the file, the expected and the found
-digest; callers never use the file's content after that.
+Policy files may be left out of a kept results folder (:data:`POLICY_FILES`); the other sealed
+files may not. A mismatch raises :class:`CorruptFileError`, which names the file, the expected
+and the found digest; callers never use the file's content after that.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ SEAL_KEY = "sha256"
 
 SEALED_FILES = ("final.json", "final.pt", "best.pt", "metrics.jsonl")
 """Files of a completed run whose digest status.json records (best.pt only if it exists)."""
+
+POLICY_FILES = ("final.pt", "best.pt")
+"""The sealed files a run's scores do not depend on: a results folder may be kept without them
+(scores and logs only, e.g. committed results). Absent, they are not a defect; present, they
+must match."""
 
 
 class CorruptFileError(ValueError):
@@ -127,6 +133,13 @@ def file_digests(run_dir: Path) -> dict[str, str]:
     """Digests of a finished run's sealed files that exist (recorded in status.json)."""
     return {name: sha256_file(run_dir / name) for name in SEALED_FILES
             if (run_dir / name).is_file()}
+
+
+def verify_kept_files(run_dir: Path, status: dict[str, Any]) -> None:
+    """:func:`verify_files` for a run whose policies may have been left out: final.json and
+    metrics.jsonl must be there and match; each policy file must match if it is there."""
+    kept = tuple(n for n in SEALED_FILES if n not in POLICY_FILES or (run_dir / n).is_file())
+    verify_files(run_dir, status, kept)
 
 
 def verify_files(run_dir: Path, status: dict[str, Any],

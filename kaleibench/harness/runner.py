@@ -27,7 +27,7 @@ from typing import Any
 
 from kaleibench.config import ConfigError
 from kaleibench.harness.grid import Cell
-from kaleibench.harness.integrity import verify_files
+from kaleibench.harness.integrity import verify_kept_files
 from kaleibench.harness.lock import Lock, LockHeld, holder_alive
 from kaleibench.train.loop import spec_json, write_status
 from kaleibench.train.spec import RunSpec
@@ -72,7 +72,7 @@ def completed_problem(run_dir: Path, status: dict[str, Any]) -> str | None:
         return f"{final_path}: missing"
     try:
         final = io.read_json_object(final_path)
-        verify_files(run_dir, status)
+        verify_kept_files(run_dir, status)
     except (OSError, ValueError) as exc:  # CorruptFileError is a ValueError
         return str(exc)
     missing = [k for k in FINAL_KEYS if k not in final]

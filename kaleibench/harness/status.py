@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kaleibench.harness.integrity import SEALED_FILES, verify_files
+from kaleibench.harness.integrity import POLICY_FILES, SEALED_FILES, verify_files
 from kaleibench.harness.runner import FINAL_KEYS, is_alive
 from kaleibench.utils import io
 
@@ -40,6 +40,8 @@ def file_problems(run_dir: Path, status: dict[str, Any] | None = None) -> list[s
             problems.append("final.json: corrupt JSON")
     if status is not None and status.get("state") == "completed":
         for name in SEALED_FILES:
+            if name in POLICY_FILES and not (run_dir / name).is_file():
+                continue  # kept without policies (scores and logs only): not a defect
             try:
                 verify_files(run_dir, status, (name,))
             except ValueError as exc:

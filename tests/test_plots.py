@@ -10,7 +10,7 @@ import pytest
 from matplotlib.colors import to_rgb
 
 from kaleibench.analysis import plots, report_render
-from kaleibench.analysis.curves import Curve
+from kaleibench.analysis.curves import Curve, cell_curve, episode_return_range, read_metrics
 from kaleibench.analysis.report import analyse
 from kaleibench.analysis.stats import Interval
 from kaleibench.analysis.synthetic import write_synthetic_results
@@ -121,3 +121,46 @@ def test_poi_heatmap_labels_are_readable() -> None:
     assert all(t.get_rotation() == 45 for t in ax.get_xticklabels())
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert max(len(label) for label in labels) <= 16 and labels[-1].endswith("…")
+
+
+def test_report_return_bands_are_clipped_to_single_episode_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-task band may reach past the seeds' means, up to the single-episode returns:
+    clipping at the seed means would hide the upper half of the final interval."""
+    root = write_synthetic_results(tmp_path / "s", variants=("qmix",),
+                                   tasks={"mpe/spread-v0": (-200.0, -100.0)}, seeds=(0, 1, 2),
+                                   skills=(0.5,))  # fmt: skip
+    a = analyse(root, baseline="qmix", reps=200)
+    results = a.results
+    curve = cell_curve(results, "qmix", "mpe/spread-v0")
+    assert curve is not None
+    rows = [r for run in results.cell("qmix", "mpe/spread-v0")
+            for r in read_metrics(run.path) if r.get("kind") == "eval"]  # fmt: skip
+    episodes = np.concatenate([r["returns"] for r in rows])
+    low, high = episode_return_range(results, ["qmix"], "mpe/spread-v0")
+    assert (low, high) == (episodes.min(), episodes.max())
+    assert low < np.nanmin(curve.values) and high > np.nanmax(curve.values)
+    assert episode_return_range(results, [], "mpe/spread-v0") != episode_return_range(
+        results, ["qmix"], "mpe/spread-v0")  # only the named variants count
+    clips: list[Any] = []
+    real = plots.plot_curves
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        clips.append(kwargs.get("clip"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report_render.plots, "plot_curves", spy)
+    monkeypatch.setattr(report_render.plots, "save_figure", lambda *args, **kwargs: [])
+    report_render.write_figures(a, tmp_path / "out")
+    assert clips[0] == (low, high)  # the per-task return panel
+
+
+def test_curve_axis_spans_the_seeds_not_a_wide_early_band() -> None:
+    steps = np.arange(3.0)
+    values = np.array([[-170.0, -62.0, -56.0], [-124.0, -64.0, -61.0], [-80.0, -60.0, -57.0]])
+    ax = plots.plot_curves({"a": Curve(steps, values, (0, 1, 2))}, clip=(-240.0, -20.0))
+    band = np.concatenate([p.vertices[:, 1] for p in ax.collections[0].get_paths()])
+    assert band.min() < -200  # the step-0 band is drawn up to the feasible range ...
+    low, high = ax.get_ylim()  # ... but the axis stays on the seeds' values
+    assert -180 < low <= -170 and -56 <= high < -50

@@ -122,6 +122,30 @@ def cell_curve(
     return Curve(steps, values, tuple(seed for seed, _ in kept))
 
 
+def episode_return_range(results: Results, variants: list[str], task: str) -> tuple[float, float]:
+    """``(min, max)`` of the single-episode eval returns of ``task`` over ``variants``' runs.
+
+    A seed's eval score is a mean of such returns, so the expected score of any seed, and the
+    mean over seeds, lies within the range of returns the task produces; the observed extremes
+    are the best available estimate of that range. Rows without per-episode ``returns`` count
+    with their ``return_mean``. (NaN, NaN) when no eval row exists.
+    """
+    lo, hi = np.inf, -np.inf
+    for variant in variants:
+        for run in results.cell(variant, task):
+            for row in read_metrics(run.path):
+                if row.get("kind") != "eval":
+                    continue
+                values = row.get("returns")
+                if not isinstance(values, list) or not values:
+                    values = [row.get("return_mean")]
+                finite = [float(v) for v in values
+                          if isinstance(v, int | float) and np.isfinite(v)]  # fmt: skip
+                if finite:
+                    lo, hi = min(lo, min(finite)), max(hi, max(finite))
+    return (float(lo), float(hi)) if lo <= hi else (float("nan"), float("nan"))
+
+
 def metric_keys(results: Results, prefixes: tuple[str, ...], kind: str = "train") -> list[str]:
     """Sorted metric keys of ``kind`` rows, over all runs, that start with one of ``prefixes``."""
     keys: set[str] = set()

@@ -152,11 +152,15 @@ def plot_curves(
         ylabel: Y axis label.
         ax: Axes to draw on (a new figure's when None).
         styles: Fixed per-variant styles (:func:`variant_styles`); built from the names if None.
-        clip: ``(low, high)`` the metric can take; bands are clipped to it. Default: the range
-            observed in ``curves`` (all variants and seeds), since a mean over seeds cannot leave
-            it and a band beyond it only shows the t quantile, not the data.
+        clip: ``(low, high)`` the metric can take; bands are clipped to it (beyond it a band
+            only shows the t quantile, not the data). Default: the range of the plotted values
+            (all variants and seeds), a stand-in for metrics whose range is unknown; it is
+            narrower than the feasible range, so callers that know better pass it (the
+            report's return curves pass the range of single-episode returns).
 
     With fewer than :data:`MIN_BAND_SEEDS` seeds a variant gets thin per-seed lines and no band.
+    The y axis spans the seeds' values (5 % margin): early in training, where seeds differ most,
+    a 3-seed band can be several times wider than the data, and would squash the curves.
     """
     ax = _axes(ax)
     styles = _styles(list(curves), styles)
@@ -175,6 +179,10 @@ def plot_curves(
         if np.isfinite(low_clip) and np.isfinite(high_clip):
             low, high = np.clip(low, low_clip, high_clip), np.clip(high, low_clip, high_clip)
         ax.fill_between(curve.steps, low, high, color=style.color, alpha=0.15, linewidth=0)
+    seed_low, seed_high = observed_range(curves)
+    if np.isfinite(seed_low) and seed_high > seed_low:  # the axis shows the seeds' values; a
+        margin = 0.05 * (seed_high - seed_low)  # wider band runs out of the frame, visibly
+        ax.set_ylim(seed_low - margin, seed_high + margin)
     ax.set(title=title, xlabel="environment steps", ylabel=ylabel)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="x-small", framealpha=0.6)

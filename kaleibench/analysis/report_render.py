@@ -19,6 +19,7 @@ from kaleibench.analysis.curves import (
     KALEI_PREFIXES,
     Curve,
     cell_curve,
+    episode_return_range,
     metric_keys,
     suite_iqm_curve,
 )
@@ -194,7 +195,8 @@ def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
 
 _BAND_NOTE = (
     f"with fewer than {plots.MIN_BAND_SEEDS} seeds a variant's seeds are drawn as thin lines "
-    "instead of a band (a 2-seed t-interval is the mean ± 12.7 standard errors)"
+    "instead of a band (a 2-seed t-interval is the mean ± 12.7 standard errors); the y axis "
+    "spans the seeds' values, so a wider band runs out of the frame"
 )
 
 
@@ -212,7 +214,7 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     ranges = []
     for ax, task in zip(fig.axes, tasks, strict=False):
         curves = {v: c for v in a.variants if (c := cell_curve(a.results, v, task)) is not None}
-        low, high = plots.observed_range(curves)
+        low, high = episode_return_range(a.results, list(curves), task)
         ranges.append(f"{task} [{low:.4g}, {high:.4g}]")
         plots.plot_curves(curves, title=task, ylabel="team return", ax=ax, styles=styles,
                           clip=(low, high))  # fmt: skip
@@ -222,9 +224,10 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
             "curves_per_task",
             f"Evaluation team return during training per task: mean over seeds with a shaded "
             f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or "
-            "seed). Bands are clipped to the range of eval returns observed on the task over "
-            f"all variants, seeds and steps ({'; '.join(ranges)}), because no return outside "
-            f"it has been seen and the t quantile is large at small n; {_BAND_NOTE}.",
+            "seed). Bands are clipped to the range of single-episode eval returns observed on "
+            f"the task over all variants, seeds, steps and episodes ({'; '.join(ranges)}): a "
+            "seed's score is a mean of such returns, so no mean can leave that range, while "
+            f"the t quantile at small n can; {_BAND_NOTE}.",
         )
     ]
     if a.has_aggregates:

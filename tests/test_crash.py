@@ -16,7 +16,7 @@ import pytest
 
 from kaleibench.cli import main
 from kaleibench.harness.status import file_problems
-from kaleibench.train.timing import strip_timing
+from kaleibench.train.timing import FINAL_TIMING_KEYS, strip_timing
 from kaleibench.utils import io
 
 SUITE = """
@@ -35,7 +35,7 @@ tasks:
 variants: [kalei-qmix]
 """
 RUN = "kalei-qmix/mpe__spread-v0/seed_0"
-TIMING = ("steps_per_second", "wall_time_s")
+TIMING = FINAL_TIMING_KEYS
 
 
 def _cmd(suite: Path, out: Path) -> list[str]:

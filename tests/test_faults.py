@@ -36,7 +36,7 @@ from kaleibench.harness.lock import LOCK_NAME, Lock, LockHeld, process_start
 from kaleibench.harness.runner import is_alive, run_cell
 from kaleibench.harness.suite import load_suite
 from kaleibench.train.loop import Run
-from kaleibench.train.timing import strip_timing
+from kaleibench.train.timing import FINAL_TIMING_KEYS, strip_timing
 from kaleibench.utils import io
 
 VARIANT = """
@@ -60,7 +60,7 @@ tasks:
 variants: [{variant}]
 """
 RUN = "qmix-small/mpe__spread-v0/seed_0"
-TIMING = ("steps_per_second", "wall_time_s")
+TIMING = FINAL_TIMING_KEYS
 
 
 def _write_suite(folder: Path, seeds: str = "0", name: str = "suite.yaml", **fields: Any) -> Path:

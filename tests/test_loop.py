@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from kaleibench.harness.runner import execute
 from kaleibench.harness.suite import load_suite
 from kaleibench.train import loop
 from kaleibench.train.spec import RunSpec
-from kaleibench.train.timing import strip_timing
+from kaleibench.train.timing import cumulative_cpu_time, strip_timing
 from kaleibench.utils import io
 
 
@@ -92,6 +93,17 @@ def test_resume_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert _rows(run_dir) == _rows(spec.run_dir(tmp_path / "ref"))
     for key in ("final_returns", "absolute_returns", "best_eval_t_env", "t_env"):
         assert resumed[key] == reference[key]
+    # CPU time carries over the restart, like wall time: the rows never count from 0 again
+    cpu = [r["cpu_time"] for r in io.read_jsonl(run_dir / "metrics.jsonl")]
+    assert cpu == sorted(cpu) and resumed["cpu_time_s"] >= cpu[-1] > 0
+
+
+def test_cpu_time_of_older_rows_is_summed_over_restarts() -> None:
+    rows = [{"cpu_time": 1.0}, {"kind": "x"}, {"cpu_time": 3.0}, {"cpu_time": 0.5},
+            {"cpu_time": 2.5}, {"cpu_time": 0.25}]
+    assert cumulative_cpu_time(rows) == 3.0 + 2.5 + 0.25
+    assert cumulative_cpu_time([{"cpu_time": 1.0}, {"cpu_time": 4.0}]) == 4.0
+    assert math.isnan(cumulative_cpu_time([{"kind": "eval"}]))
 
 
 def test_failures_are_isolated_and_recorded(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kaleibench.analysis.scores import Results, Run
+from kaleibench.train.timing import cumulative_cpu_time
 from kaleibench.utils.io import read_jsonl
 
 
@@ -47,8 +48,10 @@ def _run_cost(run: Run) -> tuple[float, float, float]:
     final = run.final or {}
     wall = float(final.get("wall_time_s", math.nan))
     speed = float(final.get("steps_per_second", math.nan))
-    rows = read_jsonl(run.path / "metrics.jsonl") if (run.path / "metrics.jsonl").exists() else []
-    cpu = next((float(r["cpu_time"]) for r in reversed(rows) if "cpu_time" in r), math.nan)
+    cpu = float(final.get("cpu_time_s", math.nan))
+    if not math.isfinite(cpu):  # older runs: from the metrics rows, summed over restarts
+        path = run.path / "metrics.jsonl"
+        cpu = cumulative_cpu_time(read_jsonl(path)) if path.exists() else math.nan
     return cpu, wall, speed
 
 
@@ -81,7 +84,8 @@ def variant_lines(results: Results, variants: list[str]) -> list[str]:
     caption = ("What each variant is: its algorithm class and the config fields that differ "
                "from that class's defaults (for a `--set`/`--sweep` variant: its base variant "
                "and overrides); completed runs (seeds × tasks); mean cost per completed run "
-               "over all tasks (CPU seconds of the run's process, wall seconds, training env "
-               "steps per wall second; – where the runs did not record it).")
+               "over all tasks (CPU seconds of the run's processes and wall seconds, both over "
+               "all its (re)starts; training env steps per wall second; – where the runs did "
+               "not record it).")
     return [*lines, "", f"*{caption}*", ""]
 

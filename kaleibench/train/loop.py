@@ -79,6 +79,8 @@ class LoopState:
     metrics_sha256: str = ""
     """SHA-256 of metrics.jsonl's first ``metrics_bytes`` bytes (verified on resume)."""
     wall_time: float = 0.0
+    cpu_time: float = 0.0
+    """CPU seconds of the run's processes up to the checkpoint, over all (re)starts."""
     train_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     """Sums of the learner's metrics since the last train row (:class:`IntervalStats`)."""
 
@@ -267,7 +269,7 @@ class Run:
         self.train_returns = []
         st.next_log = st.t_env + self.spec.log_interval
 
-    def _finish(self, started: float) -> dict[str, Any]:
+    def _finish(self, started: float, cpu_started: float) -> dict[str, Any]:
         st, spec = self.state, self.spec
         if st.last_eval_t != st.t_env:
             self.eval_and_log()
@@ -295,6 +297,7 @@ class Run:
             "absolute_return_per_agent": float(absolute.mean()) / n,
             "absolute_returns": [float(r) for r in absolute], "best_eval_t_env": st.best_t_env,
             "steps_per_second": st.t_env / wall if wall > 0 else 0.0, "wall_time_s": wall,
+            "cpu_time_s": st.cpu_time + (time.process_time() - cpu_started),
         }
         io.atomic_write_json(self.dir / "final.json", final)
         extra: dict[str, Any] = {SEAL_KEY: file_digests(self.dir)}
@@ -346,8 +349,8 @@ class Run:
             self.metrics_sink = open_sinks(spec.sinks, spec_json(spec), self.dir,
                                            self.metrics_sink,
                                            io.read_jsonl(self.dir / "metrics.jsonl"))
-        started, beat = time.time(), 0.0
-        self.clock = RunClock(st.wall_time, st.t_env)
+        started, cpu_started, beat = time.time(), time.process_time(), 0.0
+        self.clock = RunClock(st.wall_time, st.cpu_time, st.t_env)
         notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
         write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0
@@ -370,7 +373,8 @@ class Run:
                 if st.t_env >= st.next_checkpoint and st.t_env < t_max:
                     st.next_checkpoint = st.t_env + spec.checkpoint_interval
                     st.wall_time += time.time() - started
-                    started = time.time()
+                    st.cpu_time += time.process_time() - cpu_started
+                    started, cpu_started = time.time(), time.process_time()
                     self.save_checkpoint()
                     beat = 0.0  # report the checkpointed progress in status.json right away
                 if stop.requested:
@@ -380,13 +384,14 @@ class Run:
                     write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         except KeyboardInterrupt:
             st.wall_time += time.time() - started
+            st.cpu_time += time.process_time() - cpu_started
             self.save_checkpoint()
             write_status(self.dir, "interrupted", st.t_env)
             raise
         finally:
             bar.close()
             stop.restore()
-        return self._finish(started)
+        return self._finish(started, cpu_started)
 
 
 def _readable_object(path: Path) -> bool:

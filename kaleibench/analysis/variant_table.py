@@ -61,6 +61,8 @@ def _fmt(value: float, digits: int = 0) -> str:
 
 def variant_lines(results: Results, variants: list[str]) -> list[str]:
     """Markdown lines of the Variants section (a table and its caption)."""
+    totals = np.zeros(2)  # CPU and wall seconds of every completed run
+    totals_known = np.zeros(2, dtype=int)
     lines = ["## Variants", "",
              "| variant | algorithm | differs from defaults | runs | CPU s / run | "
              "wall s / run | env steps / s |", "|---|---|---|---|---|---|---|"]
@@ -73,6 +75,9 @@ def variant_lines(results: Results, variants: list[str]) -> list[str]:
         diff_text = base + (", ".join(f"`{k}={val}`" for k, val in sorted(diff.items()))
                             or "(defaults)")
         cost = np.array([_run_cost(r) for r in done]) if done else np.full((1, 3), np.nan)
+        known = np.isfinite(cost[:, :2])
+        totals += np.where(known, cost[:, :2], 0.0).sum(0)
+        totals_known += known.sum(0)
         with np.errstate(all="ignore"):
             cpu, wall, speed = (float(np.nanmean(c)) if np.isfinite(c).any() else math.nan
                                 for c in cost.T)
@@ -87,5 +92,18 @@ def variant_lines(results: Results, variants: list[str]) -> list[str]:
                "over all tasks (CPU seconds of the run's processes and wall seconds, both over "
                "all its (re)starts; training env steps per wall second; – where the runs did "
                "not record it).")
-    return [*lines, "", f"*{caption}*", ""]
+    n_done = sum(r.state == "completed" and bool(r.final) for (rv, _, _), r in
+                 results.runs.items() if rv in variants)  # fmt: skip
+    total = (f"Training cost of the {n_done} completed runs: "
+             f"{_hours(totals[0], totals_known[0], n_done)} CPU-hours, "
+             f"{_hours(totals[1], totals_known[1], n_done)} hours of wall time (sums over "
+             "runs; runs in parallel workers overlap in wall time).")
+    return [*lines, "", f"*{caption}*", "", total, ""]
+
+
+def _hours(seconds: float, known: int, n: int) -> str:
+    """Hours to 1 decimal; ``–`` if no run recorded it, "≥" when only some did."""
+    if known == 0:
+        return "–"
+    return f"{'' if known == n else '≥ '}{seconds / 3600:,.1f}"
 

@@ -70,8 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-figures", action="store_true", help="tables and report.md only")
     export = sub.add_parser("export", help="export results for other tools")
     export.add_argument("results")
-    export.add_argument("--format", choices=["marl-eval"], default="marl-eval")
-    export.add_argument("--out", help="output file (default <results>/marl_eval.json)")
+    export.add_argument("--format", choices=["marl-eval", "folder"], default="marl-eval",
+                        help="marl-eval: raw JSON for marl-eval; folder: a copy without "
+                             "checkpoints or policy files (scores, logs, report), e.g. to commit")
+    export.add_argument("--out", help="output file (default <results>/marl_eval.json); "
+                                      "for --format folder, the new folder (required)")
+    export.add_argument("--allow-incomplete", action="store_true",
+                        help="--format folder: export the completed runs of an unfinished grid")
     check = sub.add_parser("check", help="regression gate against reference scores")
     check.add_argument("--suite", required=True, help="suite the reference was made from")
     check.add_argument("--reference", required=True, help="results/reference/<suite>.json")
@@ -348,10 +353,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """marl-eval JSON export."""
-    from kaleibench.analysis.export import export_marl_eval
+    """marl-eval JSON, or a copy of the folder without checkpoints and policies."""
+    from kaleibench.analysis.export import export_folder, export_marl_eval
 
     results = _results_dir(args.results)
+    if args.format == "folder":
+        if not args.out:
+            raise BadInput("export --format folder needs --out <new folder>")
+        try:
+            left_out = export_folder(results, args.out, allow_incomplete=args.allow_incomplete)
+        except FileExistsError as exc:
+            raise BadInput(str(exc)) from exc
+        note = f" ({len(left_out)} unfinished cell(s) left out)" if left_out else ""
+        print(f"results without checkpoints or policies written to {args.out}{note}")
+        return 0
     path = export_marl_eval(results, args.out or results / "marl_eval.json")
     print(f"marl-eval JSON written to {path}")
     return 0

@@ -478,6 +478,44 @@ def test_results_kept_without_policies_stay_trusted(
         load_run(done / RUN, "final")  # a replay needs the policy: named, refused
 
 
+def test_folder_export_keeps_scores_and_logs_only_and_stays_usable(
+        ref: dict[str, Any], done: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    main(["report", str(done), "--reps", "200", "--no-figures"])
+    out = tmp_path / "published"
+    assert main(["export", str(done), "--format", "folder", "--out", str(out)]) == 0
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {f"{RUN}/{n}" for n in ("spec.json", "status.json", "metrics.jsonl",
+                                   "final.json")} <= files  # fmt: skip
+    assert "suite.json" in files and "report/report.md" in files
+    assert not [f for f in files if f.endswith(".pt") or "lock" in f]
+    assert _result(out / RUN) == ref["result"]
+    assert not list(tmp_path.glob(".published.export-*"))  # no temporary left behind
+    assert _run(Path(ref["suite"]), out) == 0  # its cell counts as completed: not re-run
+    assert "skipped 1" in capsys.readouterr().out
+    # the destination must be new; a corrupt run is never exported
+    assert main(["export", str(done), "--format", "folder", "--out", str(out)]) == 2
+    assert main(["export", str(done), "--format", "folder"]) == 2
+    final = done / RUN / "final.json"
+    final.write_text(final.read_text().replace('"final_return": ', '"final_return": 1'))
+    capsys.readouterr()
+    assert main(["export", str(done), "--format", "folder", "--out", str(tmp_path / "b")]) == 1
+    assert str(final) in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_folder_export_of_an_unfinished_grid_needs_allow_incomplete(
+        ref: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    _interrupted(ref, out)
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "folder", "--out", str(tmp_path / "a")]) == 1
+    assert "have not completed" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["export", str(out), "--format", "folder", "--out", str(tmp_path / "a"),
+                 "--allow-incomplete"]) == 0  # fmt: skip
+    assert "1 unfinished cell(s) left out" in capsys.readouterr().out
+    assert not list((tmp_path / "a").rglob("*.pt"))
+
+
 @pytest.mark.parametrize("content", [b"{}", b'{"final_return": ', b"[]", b"edit"])
 def test_untrusted_final_json_is_rerun_not_skipped(
         ref: dict[str, Any], done: Path, content: bytes,

@@ -164,3 +164,10 @@ def test_curve_axis_spans_the_seeds_not_a_wide_early_band() -> None:
     assert band.min() < -200  # the step-0 band is drawn up to the feasible range ...
     low, high = ax.get_ylim()  # ... but the axis stays on the seeds' values
     assert -180 < low <= -170 and -56 <= high < -50
+
+
+def test_six_variants_get_six_well_separated_colours() -> None:
+    names = ["alma-alloc", "alma-mine", "kalei-qmix", "qmix", "qmix-1r3", "qmix-lambda"]
+    colours = np.array([plots.variant_styles(names)[n].color for n in names])
+    gaps = [np.abs(a - b).sum() for i, a in enumerate(colours) for b in colours[i + 1:]]
+    assert min(gaps) > 0.4  # in the palette's own order orange and vermillion differ by 0.25

@@ -64,6 +64,13 @@ class Style:
         return kwargs
 
 
+COLOR_ORDER = (0, 1, 2, 4, 7, 9, 3, 5, 6, 8)
+"""Order in which seaborn's colour-blind-safe palette is handed out: blue, orange, green,
+pink, grey, light blue first, then vermillion, brown, light pink and yellow. The palette's
+own order gives the 4th-6th variants vermillion and brown next to the 2nd's orange: three
+orange-brown curves in a 6-variant report."""
+
+
 def variant_styles(names: Sequence[str]) -> dict[str, Style]:
     """One fixed style per variant, assigned in *sorted* name order.
 
@@ -76,7 +83,7 @@ def variant_styles(names: Sequence[str]) -> dict[str, Style]:
     import seaborn as sns
 
     ordered = sorted(set(names))
-    colors = sns.color_palette("colorblind", n_colors=10)
+    colors = [sns.color_palette("colorblind", n_colors=10)[i] for i in COLOR_ORDER]
     styles = {}
     for i, name in enumerate(ordered):
         k = i % len(LINESTYLES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from kaleibench.analysis import curves, scores
 from kaleibench.analysis.export import export_marl_eval
-from kaleibench.analysis.report import write_report
+from kaleibench.analysis.report import analyse, write_report
 from kaleibench.analysis.synthetic import write_synthetic_results
 
 
@@ -279,3 +280,25 @@ def test_task_caption_counts_only_testable_comparisons(results_dir: Path, tmp_pa
     tag_row = next(line for line in md.splitlines() if line.startswith("| kalei-qmix"))
     tag_cell = tag_row.split("|")[3]
     assert "\\*" not in tag_cell  # no Welch mark from p = 0 on zero variance
+
+
+def test_incomplete_grid_aggregates_leave_out_unfinished_variants(tmp_path: Path) -> None:
+    """A variant with no finished run on some task is left out of the aggregates (named),
+    instead of shrinking the others' aggregates to the tasks it has or cancelling them."""
+    tasks = {"mpe/spread-v0": (-200.0, -100.0), "mpe/tag-v0": (0.0, 10.0)}
+    root = write_synthetic_results(tmp_path / "s", variants=("qmix", "kalei-qmix", "alma"),
+                                   tasks=tasks, seeds=(0, 1, 2),
+                                   skills=(0.3, 0.6, 0.6))  # fmt: skip
+    for seed in (0, 1, 2):  # alma has not finished tag yet; kalei-qmix lacks one seed there
+        shutil.rmtree(root / "alma" / "mpe__tag-v0" / f"seed_{seed}")
+    shutil.rmtree(root / "kalei-qmix" / "mpe__tag-v0" / "seed_2")
+    a = analyse(root, baseline="qmix", reps=200, allow_incomplete=True)
+    assert a.agg_left_out == ["alma"] and set(a.agg_scores) == {"qmix", "kalei-qmix"}
+    assert a.agg_tasks == list(tasks)  # both tasks, not only the one alma finished
+    assert a.agg_scores["kalei-qmix"].shape == (2, 2)
+    text = write_report(root, tmp_path / "out", baseline="qmix", reps=200,
+                        allow_incomplete=True).read_text()
+    assert "Aggregates leave out alma" in text and "Left out (incomplete grid" in text
+    # an unfinished baseline keeps the old rule: every variant, on the tasks all share
+    b = analyse(root, baseline="alma", reps=200, allow_incomplete=True)
+    assert b.agg_left_out == [] and b.agg_tasks == ["mpe/spread-v0"]

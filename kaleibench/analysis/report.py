@@ -72,11 +72,14 @@ def analyse(
     tests = sig.pairwise_tests(raw, pairs, results.suite.task_ids)
     agg_scores: dict[str, np.ndarray] = {}
     agg_tasks: list[str] = []
+    agg_left_out: list[str] = []
     intervals: dict[str, dict[str, stats.Interval]] = {}
     poi: dict[str, stats.Interval] = {}
     profiles: dict[str, stats.Profile] = {}
     if results.suite.has_bounds:
         matrices = score_matrices(results, kind, normalised=True)
+        agg_left_out = unfinished_variants(results, matrices, baseline)
+        matrices = {v: m for v, m in matrices.items() if v not in agg_left_out}
         agg_scores, agg_tasks = aggregate_view(matrices, results.suite.task_ids)
         if agg_tasks and all(s.shape[0] > 0 for s in agg_scores.values()):
             # below stats.MIN_BOOTSTRAP_N runs the percentile bootstrap under-covers badly:
@@ -91,8 +94,26 @@ def analyse(
     return Analysis(
         results, completeness, baseline, kind, seed, reps, confidence, alpha,
         agg_scores, agg_tasks, intervals, poi, profiles, task_cells, tests,
-        headline, headline_error,
+        headline, headline_error, agg_left_out,
     )  # fmt: skip
+
+
+def unfinished_variants(results: Results, matrices: dict[str, np.ndarray],
+                        baseline: str) -> list[str]:
+    """Variants an incomplete grid's aggregates leave out: those with no finished run yet on
+    some task they can run on.
+
+    Aggregates compare variants on the same tasks, so one such variant would otherwise shrink
+    every variant's aggregate to the tasks it has finished (or cancel the aggregates when it
+    has finished none). A complete grid has none; neither has a grid whose baseline is
+    unfinished (the aggregates then keep every variant, on the tasks they share).
+    """
+    left_out = [
+        v for v, m in matrices.items()
+        if any(not np.isfinite(m[:, j]).any() and not results.is_na(v, t)
+               for j, t in enumerate(results.suite.task_ids))
+    ]  # fmt: skip
+    return [] if baseline in left_out else left_out
 
 
 def _headline(results: Results, kind: str, seed: int, reps: int,

@@ -6,7 +6,7 @@ The dependency is one way: ``report`` imports this module, this module does not 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ class Analysis:
     tests: list[sig.PairTest]
     headline: Headline | None = None
     headline_error: str = ""
+    agg_left_out: list[str] = field(default_factory=list)
+    """Variants of an incomplete grid left out of the aggregates (no finished run on a task)."""
 
     @property
     def variants(self) -> list[str]:
@@ -139,6 +141,9 @@ def _aggregate_caption(a: Analysis) -> str:
         )
     if excluded:
         text += f" Tasks excluded as N/A for some variant: {', '.join(excluded)}."
+    if a.agg_left_out:
+        text += (f" Left out (incomplete grid, no finished run yet on some task): "
+                 f"{', '.join(a.agg_left_out)}.")
     return text
 
 
@@ -233,7 +238,7 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     if a.has_aggregates:
         bands = {
             v: suite_iqm_curve(a.results, v, a.agg_tasks, a.seed, min(a.reps, 2_000))
-            for v in a.variants
+            for v in a.variants if v in a.agg_scores
         }
         if a.small_n:  # keep the IQM line, drop the bootstrap band
             bands = {v: (t, np.stack([e[0], e[0] * np.nan, e[0] * np.nan]))
@@ -359,10 +364,10 @@ def _provenance(a: Analysis) -> list[str]:
         f"- Score: `{a.kind}`; baseline for tests: `{a.baseline}`; bootstrap: {a.reps} reps, "
         f"seed {a.seed}, {int(a.confidence * 100)}% intervals",
     ]
-    for field in ("platform", "python", "git_sha"):
-        values = sorted({str(s.get(field)) for s in specs})
+    for key in ("platform", "python", "git_sha"):
+        values = sorted({str(s.get(key)) for s in specs})
         if values:
-            lines.append(f"- {field}: {', '.join(f'`{v}`' for v in values)}")
+            lines.append(f"- {key}: {', '.join(f'`{v}`' for v in values)}")
     return lines
 
 
@@ -437,6 +442,9 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
     lines += variant_lines(a.results, a.variants)
     if not a.has_aggregates:
         lines += [f"Aggregates skipped: {_no_aggregates_reason(a)}.", ""]
+    elif a.agg_left_out:
+        lines += [f"Aggregates leave out {', '.join(a.agg_left_out)}: no finished run yet on "
+                  "some task (incomplete grid).", ""]
     lines += ["## Tables", ""]
     for table in written:
         lines += [tables.to_markdown(table), f"Files: `tables/{table.name}.md`, "

@@ -27,6 +27,10 @@ MAX_GIF_BYTES = 2_000_000
 """A GIF larger than this is re-encoded smaller (report replays must stay small)."""
 FPS = 10
 """mpe2's ``render_fps``."""
+REPLAY_CANDIDATES = 9
+"""Eval seeds a report replay is chosen from: the episode with the median team return is shown.
+One fixed seed would often show an atypical episode (on tag, a good policy's single episode
+can end with no catch at all)."""
 _BAR_HEIGHT = 3
 
 
@@ -122,24 +126,43 @@ def write_gif(path: str | Path, frames: list[np.ndarray], size: int = DEFAULT_SI
     return Path(path)
 
 
+def median_episode_seed(algo: Any, env: Any, seeds: list[int], t_env: int) -> int:
+    """The seed among ``seeds`` whose greedy episode has the median team return (the lower
+    median for an even count; the first such seed on ties)."""
+    import torch
+
+    from kaleibench.evaluate import play
+
+    with torch.no_grad():
+        returns, _ = play(env, algo, seeds, t_env)
+    order = np.argsort(returns, kind="stable")
+    return int(seeds[int(order[(len(seeds) - 1) // 2])])
+
+
 def render_run(run_dir: str | Path, out: str | Path, policy: str = "final",
-               seed: int | None = None, size: int = DEFAULT_SIZE) -> Replay:
+               seed: int | None = None, size: int = DEFAULT_SIZE, candidates: int = 1) -> Replay:
     """Write a GIF of one greedy episode of a run's saved policy.
 
     Args:
         run_dir: The run folder (see :func:`kaleibench.evaluate.load_run`).
         out: GIF path to write.
         policy: ``"final"`` or ``"best"``.
-        seed: Episode seed; default the first fixed eval seed.
+        seed: Episode seed; default: chosen among the first ``candidates`` fixed eval seeds.
         size: GIF side in pixels.
+        candidates: Without ``seed``: play this many fixed eval seeds and show the episode
+            with the median team return (1: the first eval seed).
 
     Returns:
-        The replay (its frames are full-size; the GIF is downscaled).
+        The replay (its frames are full-size; the GIF is downscaled); ``replay.seed`` is the
+        episode seed shown.
     """
     from kaleibench.evaluate import load_run
 
-    run, _ = load_run(run_dir, policy)
-    seed = eval_seeds(1)[0] if seed is None else seed
+    run, env = load_run(run_dir, policy)
+    if seed is None:
+        seeds = eval_seeds(max(candidates, 1))
+        seed = seeds[0] if len(seeds) == 1 else median_episode_seed(run.algo, env, seeds,
+                                                                     run.t_env)
     replay = play_rendered(run.algo, run.task, seed, run.t_env)
     write_gif(out, replay.frames, size)
     return replay
@@ -156,6 +179,8 @@ class CellReplay:
     """The training seed whose policy is shown."""
     team_return: float | None = None
     error: str | None = None
+    episode_seed: int | None = None
+    """The eval episode shown (see :data:`REPLAY_CANDIDATES`)."""
 
 
 def best_run(runs: list[Any], score_key: str) -> Any | None:
@@ -172,8 +197,10 @@ NO_POLICY = "no policy file kept"
 
 
 def cell_replays(results: Any, score_key: str, out_dir: str | Path,
-                 size: int = DEFAULT_SIZE) -> list[CellReplay]:
-    """One GIF per (variant, task) of ``results``: the best seed's best policy, first eval seed.
+                 size: int = DEFAULT_SIZE,
+                 candidates: int = REPLAY_CANDIDATES) -> list[CellReplay]:
+    """One GIF per (variant, task) of ``results``: the best seed's best policy, on the episode
+    with the median team return among the first ``candidates`` fixed eval seeds.
 
     Args:
         results: A :class:`~kaleibench.analysis.scores.Results`.
@@ -201,9 +228,10 @@ def cell_replays(results: Any, score_key: str, out_dir: str | Path,
                 out.append(CellReplay(variant, task, None, run.seed, error=NO_POLICY))
                 continue
             try:
-                replay = render_run(run.path, gif, policy, size=size)
+                replay = render_run(run.path, gif, policy, size=size, candidates=candidates)
             except (RunFolderError, OSError, RuntimeError, ValueError) as exc:
                 out.append(CellReplay(variant, task, None, run.seed, error=str(exc)))
                 continue
-            out.append(CellReplay(variant, task, gif, run.seed, replay.team_return))
+            out.append(CellReplay(variant, task, gif, run.seed, replay.team_return,
+                                  episode_seed=replay.seed))
     return out

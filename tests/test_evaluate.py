@@ -83,6 +83,22 @@ def test_render_writes_one_frame_per_step_plus_first(
     assert (tmp_path / "again.gif").read_bytes() == gif.read_bytes()
 
 
+def test_report_replay_shows_the_median_of_the_first_eval_episodes(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from kaleibench.evaluate import evaluate_run
+    from kaleibench.render import render_run
+
+    run_dir, _ = trained
+    result = evaluate_run(run_dir, "final", episodes=5)
+    order = np.argsort(result.returns, kind="stable")
+    median_seed = result.seeds[int(order[2])]
+    assert len(set(result.returns.tolist())) > 1  # a real choice among different episodes
+    replay = render_run(run_dir, tmp_path / "median.gif", "final", candidates=5)
+    assert replay.seed == median_seed
+    assert replay.team_return == pytest.approx(float(np.median(result.returns)), rel=1e-5)
+
+
 def _assert_events_match_jsonl(run_dir: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

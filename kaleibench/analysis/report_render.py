@@ -389,12 +389,12 @@ def _completeness(a: Analysis) -> list[str]:
 def replay_lines(a: Analysis, out: Path) -> list[str]:
     """Write one replay GIF per (variant, task) under ``out/replays``; Markdown embedding them.
 
-    Each GIF is the best seed's (by the report's score) best-evaluated policy playing the first
-    fixed eval seed greedily; see :mod:`kaleibench.render`.
+    Each GIF is the best seed's (by the report's score) best-evaluated policy playing greedily
+    the episode with the median team return among the first fixed eval seeds; see
+    :mod:`kaleibench.render`.
     """
     from kaleibench.analysis.scores import SCORE_KEYS
-    from kaleibench.render import DEFAULT_SIZE, FPS, NO_POLICY, cell_replays
-    from kaleibench.utils.seeding import eval_seeds
+    from kaleibench.render import DEFAULT_SIZE, FPS, NO_POLICY, REPLAY_CANDIDATES, cell_replays
 
     replays = {(r.variant, r.task): r for r in cell_replays(a.results, SCORE_KEYS[a.kind],
                                                             out / "replays")}
@@ -416,12 +416,13 @@ def replay_lines(a: Analysis, out: Path) -> list[str]:
                 cells.append(f"no replay (seed {r.seed}: {r.error})".replace("|", "/"))
             else:
                 cells.append(f"![{v} on {t}](replays/{r.gif.name})<br>seed {r.seed}, "
-                             f"return {r.team_return:.2f}")
+                             f"episode {r.episode_seed}, return {r.team_return:.2f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     caption = (
-        f"One greedy episode per cell (episode seed {eval_seeds(1)[0]}, the first eval seed) "
-        f"of the best-evaluated policy (best.pt) of the training seed with the highest {a.kind} "
-        f"score; one frame after reset and one per step, {FPS} fps, {DEFAULT_SIZE} px "
+        f"One greedy episode per cell of the best-evaluated policy (best.pt) of the training "
+        f"seed with the highest {a.kind} score: of the first {REPLAY_CANDIDATES} fixed eval "
+        "episodes, the one with the median team return (a typical episode, not a lucky or "
+        f"unlucky one); one frame after reset and one per step, {FPS} fps, {DEFAULT_SIZE} px "
         "(files: `replays/<variant>__<task>.gif`)."
     )
     return [*lines, "", f"*{caption}*", ""]

@@ -119,13 +119,13 @@ def export_folder(results_dir: str | Path, out_dir: str | Path,
     tmp = out.parent / f".{out.name}.export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        tmp.mkdir(parents=True)
         for run in kept:
             dest = tmp / run.path.relative_to(src)
             dest.mkdir(parents=True)
             for name in KEPT_FILES:
                 if (run.path / name).is_file():
                     shutil.copy2(run.path / name, dest / name)
-        tmp.mkdir(parents=True, exist_ok=True)
         if (src / "suite.json").is_file():
             shutil.copy2(src / "suite.json", tmp / "suite.json")
         if (src / "report").is_dir():

@@ -269,7 +269,7 @@ class Run:
         self.train_returns = []
         st.next_log = st.t_env + self.spec.log_interval
 
-    def _finish(self, started: float, cpu_started: float) -> dict[str, Any]:
+    def _finish(self, clock: RunClock) -> dict[str, Any]:
         st, spec = self.state, self.spec
         if st.last_eval_t != st.t_env:
             self.eval_and_log()
@@ -286,7 +286,7 @@ class Run:
         # next 10x seeds, disjoint from those, so that the selection does not bias the score
         absolute = self.run_eval(10 * spec.eval_episodes, offset=spec.eval_episodes)
         n = self.env.n_agents
-        wall = st.wall_time + (time.time() - started)
+        wall, cpu = clock.totals()
         final = {
             "run_id": spec.run_id, "suite": spec.suite, "variant": spec.variant.name,
             "task": spec.task, "seed": spec.seed, "t_env": st.t_env, "n_agents": n,
@@ -297,7 +297,7 @@ class Run:
             "absolute_return_per_agent": float(absolute.mean()) / n,
             "absolute_returns": [float(r) for r in absolute], "best_eval_t_env": st.best_t_env,
             "steps_per_second": st.t_env / wall if wall > 0 else 0.0, "wall_time_s": wall,
-            "cpu_time_s": st.cpu_time + (time.process_time() - cpu_started),
+            "cpu_time_s": cpu,
         }
         io.atomic_write_json(self.dir / "final.json", final)
         extra: dict[str, Any] = {SEAL_KEY: file_digests(self.dir)}
@@ -349,8 +349,8 @@ class Run:
             self.metrics_sink = open_sinks(spec.sinks, spec_json(spec), self.dir,
                                            self.metrics_sink,
                                            io.read_jsonl(self.dir / "metrics.jsonl"))
-        started, cpu_started, beat = time.time(), time.process_time(), 0.0
-        self.clock = RunClock(st.wall_time, st.cpu_time, st.t_env)
+        beat = 0.0
+        clock = self.clock = RunClock(st.wall_time, st.cpu_time, st.t_env)
         notes: dict[str, Any] = {"notes": self.notes} if self.notes else {}
         write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         t_max = spec.t_max if self.algo.learns else 0
@@ -372,9 +372,7 @@ class Run:
                 bar.update(st.t_env - before)
                 if st.t_env >= st.next_checkpoint and st.t_env < t_max:
                     st.next_checkpoint = st.t_env + spec.checkpoint_interval
-                    st.wall_time += time.time() - started
-                    st.cpu_time += time.process_time() - cpu_started
-                    started, cpu_started = time.time(), time.process_time()
+                    st.wall_time, st.cpu_time = clock.totals()
                     self.save_checkpoint()
                     beat = 0.0  # report the checkpointed progress in status.json right away
                 if stop.requested:
@@ -383,15 +381,14 @@ class Run:
                     beat = time.time()
                     write_status(self.dir, "running", st.t_env, resumed=resumed, **notes)
         except KeyboardInterrupt:
-            st.wall_time += time.time() - started
-            st.cpu_time += time.process_time() - cpu_started
+            st.wall_time, st.cpu_time = clock.totals()
             self.save_checkpoint()
             write_status(self.dir, "interrupted", st.t_env)
             raise
         finally:
             bar.close()
             stop.restore()
-        return self._finish(started, cpu_started)
+        return self._finish(clock)
 
 
 def _readable_object(path: Path) -> bool:

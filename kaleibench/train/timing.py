@@ -63,12 +63,16 @@ class RunClock:
         self.wall_before = wall_before
         self.last_t_env, self.last_wall = t_env, wall_before
 
+    def totals(self) -> tuple[float, float]:
+        """Wall and CPU seconds of the run so far, over all its (re)starts."""
+        return self.wall_before + (time.time() - self.start), time.process_time() - self.cpu_start
+
     def fields(self, kind: str, t_env: int) -> dict[str, float]:
         """The timing keys of a row of ``kind`` written at ``t_env``."""
         now = time.time()
-        wall = self.wall_before + (now - self.start)
+        wall, cpu = self.totals()
         out = {"timestamp": round(now, 3), "wall_time": round(wall, 3),
-               "cpu_time": round(time.process_time() - self.cpu_start, 3)}
+               "cpu_time": round(cpu, 3)}
         if kind == "train":
             elapsed = wall - self.last_wall
             steps = t_env - self.last_t_env

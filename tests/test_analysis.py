@@ -302,3 +302,33 @@ def test_incomplete_grid_aggregates_leave_out_unfinished_variants(tmp_path: Path
     # an unfinished baseline keeps the old rule: every variant, on the tasks all share
     b = analyse(root, baseline="alma", reps=200, allow_incomplete=True)
     assert b.agg_left_out == [] and b.agg_tasks == ["mpe/spread-v0"]
+
+
+def test_diagnostic_figures_put_one_metric_per_row_and_one_task_per_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # alma logs alloc/ metrics only on spread (n/a on tag): its figure gets one column, no
+    # empty frames; kalei's two tasks stay aligned, row = metric, column = task
+    from kaleibench.analysis import report_render
+
+    root = write_synthetic_results(tmp_path / "s", variants=("qmix", "kalei-qmix", "alma"),
+                                   not_applicable=[("alma", "mpe/tag-v0")])  # fmt: skip
+    saved: dict[str, object] = {}
+    real_save = report_render.plots.save_figure
+
+    def capture(fig, out_dir, stem):  # type: ignore[no-untyped-def]
+        saved[stem] = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start,
+                        ax.get_ylabel(), ax.get_title())
+                       for ax in fig.axes if ax.get_visible() and ax.get_subplotspec()]
+        return real_save(fig, out_dir, stem)
+
+    monkeypatch.setattr(report_render.plots, "save_figure", capture)
+    write_report(root, tmp_path / "report", baseline="qmix", seed=0, reps=200)
+    kalei = curves.metric_keys(scores.load_results(root), curves.KALEI_PREFIXES)
+    tasks = ["mpe/spread-v0", "mpe/tag-v0"]
+    assert len(kalei) > 2  # more metrics than tasks: a wrapped layout would misalign them
+    assert saved["kalei_diagnostics"] == [
+        (row, col, key, task) for row, key in enumerate(kalei) for col, task in enumerate(tasks)
+    ]
+    assert saved["alma_allocation"] == [(0, 0, "alloc/changes", "mpe/spread-v0"),
+                                        (1, 0, "alloc/entropy", "mpe/spread-v0")]  # fmt: skip

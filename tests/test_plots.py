@@ -111,6 +111,22 @@ def test_two_seed_curves_draw_seeds_not_bands() -> None:
     assert low > -200 and high < 0  # the axis stays on the data
 
 
+def test_runs_in_progress_band_only_where_three_seeds_have_reached_a_step() -> None:
+    # seeds 1 and 2 are still running: they have values at the first 2 of 5 steps only
+    values = np.array([[0.0, 1.0, 2.0, 3.0, 4.0],
+                       [0.5, 1.5, np.nan, np.nan, np.nan],
+                       [1.0, 2.0, np.nan, np.nan, np.nan]])  # fmt: skip
+    curve = Curve(np.arange(5.0) * 10, values, (0, 1, 2))
+    ax = plots.plot_curves({"alma": curve})
+    labels = [line.get_label() for line in ax.lines if not line.get_label().startswith("_")]
+    assert labels == ["alma (n=1–3)"]  # not n=3: one seed alone beyond step 10
+    (band,) = ax.collections
+    xs = np.concatenate([p.vertices[:, 0] for p in band.get_paths()])
+    assert xs.min() == 0.0 and xs.max() == 10.0  # no band where a single seed is left
+    assert len(ax.lines) == 1 + 3  # the mean and the three seeds as thin lines
+    assert plots.seeds_label(Curve(np.arange(2.0), np.ones((3, 2)), (0, 1, 2))) == "n=3"
+
+
 def test_poi_heatmap_labels_are_readable() -> None:
     rng = np.random.default_rng(0)
     names = [*NAMES, "qmix-1r3", "qmix-lambda", "a-very-long-variant-name-indeed"]

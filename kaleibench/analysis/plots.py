@@ -143,6 +143,14 @@ def observed_range(curves: dict[str, Curve]) -> tuple[float, float]:
     return float(flat.min()), float(flat.max())
 
 
+def seeds_label(curve: Curve) -> str:
+    """``n=3``, or ``n=1–3`` when the number of seeds with a value differs between steps."""
+    counts = np.isfinite(curve.values).sum(axis=0)
+    counts = counts[counts > 0]
+    low, high = (int(counts.min()), int(counts.max())) if counts.size else (0, 0)
+    return f"n={high}" if low == high else f"n={low}–{high}"
+
+
 def plot_curves(
     curves: dict[str, Curve],
     title: str = "",
@@ -165,7 +173,10 @@ def plot_curves(
             narrower than the feasible range, so callers that know better pass it (the
             report's return curves pass the range of single-episode returns).
 
-    With fewer than :data:`MIN_BAND_SEEDS` seeds a variant gets thin per-seed lines and no band.
+    A point's band needs :data:`MIN_BAND_SEEDS` seeds there; where fewer have reached a step
+    (few seeds, or runs still in progress) the variant's seeds are drawn as thin lines instead.
+    The legend gives the seeds per point: ``n=3``, or ``n=1–3`` when runs in progress have not
+    reached every step.
     The y axis spans the seeds' values (5 % margin): early in training, where seeds differ most,
     a 3-seed band can be several times wider than the data, and would squash the curves.
     """
@@ -176,16 +187,19 @@ def plot_curves(
         style = styles[variant]
         mean, low, high = curve.summary()  # (P,) each
         markers = curve.steps.size <= 30  # single evals stay visible
-        label = f"{variant} (n={len(curve.seeds)})"
-        ax.plot(curve.steps, mean, label=label, **style.line_kwargs(markers))
-        if len(curve.seeds) < MIN_BAND_SEEDS:
+        ax.plot(curve.steps, mean, label=f"{variant} ({seeds_label(curve)})",
+                **style.line_kwargs(markers))
+        banded = np.isfinite(curve.values).sum(axis=0) >= MIN_BAND_SEEDS
+        if not banded.all():
             for row in curve.values:
                 ax.plot(curve.steps, row, color=style.color, linestyle=style.linestyle,
                         linewidth=0.7, alpha=0.45, zorder=style.zorder - 0.5)  # fmt: skip
+        if not banded.any():
             continue
         if np.isfinite(low_clip) and np.isfinite(high_clip):
             low, high = np.clip(low, low_clip, high_clip), np.clip(high, low_clip, high_clip)
-        ax.fill_between(curve.steps, low, high, color=style.color, alpha=0.15, linewidth=0)
+        ax.fill_between(curve.steps, low, high, where=banded, color=style.color, alpha=0.15,
+                        linewidth=0)  # fmt: skip
     seed_low, seed_high = observed_range(curves)
     if np.isfinite(seed_low) and seed_high > seed_low:  # the axis shows the seeds' values; a
         margin = 0.05 * (seed_high - seed_low)  # wider band runs out of the frame, visibly

@@ -198,9 +198,11 @@ def write_tables(a: Analysis, out: Path) -> list[tables.Table]:
     return written
 
 
+_N_NOTE = "n in the legend: seeds per point, a range such as n=1–3 while runs are in progress"
 _BAND_NOTE = (
-    f"with fewer than {plots.MIN_BAND_SEEDS} seeds a variant's seeds are drawn as thin lines "
-    "instead of a band (a 2-seed t-interval is the mean ± 12.7 standard errors); the y axis "
+    f"where fewer than {plots.MIN_BAND_SEEDS} seeds have reached a step, a variant's seeds are "
+    "drawn as thin lines instead of a band (a 2-seed t-interval is the mean ± 12.7 standard "
+    "errors); the y axis "
     "spans the seeds' values, so a wider band runs out of the frame"
 )
 
@@ -228,8 +230,8 @@ def _curve_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
         Figure(
             "curves_per_task",
             f"Evaluation team return during training per task: mean over seeds with a shaded "
-            f"{T_CI_METHOD} at each eval step (n in the legend; no bootstrap, so no reps or "
-            "seed). Bands are clipped to the range of single-episode eval returns observed on "
+            f"{T_CI_METHOD} at each eval step ({_N_NOTE}; no bootstrap, so no reps or seed). "
+            "Bands are clipped to the range of single-episode eval returns observed on "
             f"the task over all variants, seeds, steps and episodes ({'; '.join(ranges)}): a "
             "seed's score is a mean of such returns, so no mean can leave that range, while "
             f"the t quantile at small n can; {_BAND_NOTE}.",
@@ -300,28 +302,38 @@ def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
 def _diagnostic_figure(
     a: Analysis, fig_dir: Path, prefixes: tuple[str, ...], stem: str, what: str
 ) -> list[Figure]:
+    """One row per metric, one column per task that logged any of them.
+
+    Rows and columns keep a metric's panels side by side across tasks, so that they read as a
+    table; a task none of whose runs logs these metrics (e.g. one not yet started, or a variant
+    family that does not run there) gets no column of empty frames.
+    """
     keys = metric_keys(a.results, prefixes)
-    tasks = a.results.suite.task_ids
     if not keys:
         return []
-    panels = [(key, task) for key in keys for task in tasks]
-    n_cols = min(4, len(panels))
-    n_rows = -(-len(panels) // n_cols)
-    fig = plots.new_figure(n_cols=n_cols, n_rows=n_rows, size=(4.0, 2.8))
-    for ax in fig.axes[len(panels) :]:
-        ax.set_visible(False)
-    for ax, (key, task) in zip(fig.axes, panels, strict=False):
-        curves: dict[str, Curve] = {}
-        for v in a.variants:
-            c = cell_curve(a.results, v, task, key=key, kind="train", n_points=100)
-            if c is not None:
-                curves[v] = c
-        plots.plot_curves(curves, task, key, ax=ax, styles=a.styles)
+    grid: dict[tuple[str, str], dict[str, Curve]] = {}
+    for key in keys:
+        for task in a.results.suite.task_ids:
+            curves = {v: c for v in a.variants
+                      if (c := cell_curve(a.results, v, task, key=key, kind="train",
+                                          n_points=100)) is not None}  # fmt: skip
+            if curves:
+                grid[key, task] = curves
+    tasks = [t for t in a.results.suite.task_ids if any(k[1] == t for k in grid)]
+    fig = plots.new_figure(n_cols=len(tasks), n_rows=len(keys), size=(4.0, 2.8))
+    for row, key in enumerate(keys):
+        for col, task in enumerate(tasks):
+            ax = fig.axes[row * len(tasks) + col]
+            if (key, task) in grid:
+                plots.plot_curves(grid[key, task], task, key, ax=ax, styles=a.styles)
+            else:
+                ax.set_visible(False)
     plots.save_figure(fig, fig_dir, stem)
     caption = (
-        f"{what} ({', '.join(keys)}) from training logs: mean over seeds with a shaded "
-        f"{T_CI_METHOD} (n in the legend; no bootstrap, so no reps or seed), clipped to the "
-        f"range of the values observed in each panel over all variants and seeds; {_BAND_NOTE}."
+        f"{what} from training logs, one row per metric ({', '.join(keys)}) and one column per "
+        f"task: mean over seeds with a shaded {T_CI_METHOD} ({_N_NOTE}; no bootstrap, so no reps "
+        f"or seed), clipped to the range of the values observed in each panel over "
+        f"all variants and seeds; {_BAND_NOTE}."
     )
     return [Figure(stem, caption)]
 

@@ -52,8 +52,11 @@ def test_reference_records_scores_and_provenance(results_dir: Path, tmp_path: Pa
 
 def test_reference_refuses_incomplete_grid(results_dir: Path) -> None:
     _final(results_dir, "qmix", TASK, 1).unlink()
-    with pytest.raises(IncompleteResultsError, match="seed 1"):
+    with pytest.raises(IncompleteResultsError, match="seed 1") as error:
         reg.build_reference(results_dir)
+    # `kaleibench reference` has no --allow-incomplete: the error must not suggest one
+    assert "--allow-incomplete" not in str(error.value)
+    assert "a reference needs every cell" in str(error.value)
 
 
 def _kinds(report: reg.CheckReport) -> dict[tuple[str, str], str]:

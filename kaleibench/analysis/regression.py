@@ -114,7 +114,8 @@ def build_reference(
     from kaleibench.analysis.scores import require_complete
 
     results = load_results(results_dir)
-    require_complete(results, allow_incomplete)
+    require_complete(results, allow_incomplete, remedy="a reference needs every cell of the grid: "
+                     "finish the runs (`kaleibench run` resumes them) and build it again")
     suite = results.suite
     cells: dict[str, dict[str, Any]] = {}
     for v in suite.variants:

@@ -295,8 +295,16 @@ def check_completeness(results: Results) -> Completeness:
     return Completeness(tuple(missing), tuple(na))
 
 
-def require_complete(results: Results, allow_incomplete: bool = False) -> Completeness:
+INCOMPLETE_REMEDY = "finish the runs or pass allow_incomplete=True (--allow-incomplete)"
+"""What a comparison of an incomplete grid tells the user to do."""
+
+
+def require_complete(
+    results: Results, allow_incomplete: bool = False, remedy: str = INCOMPLETE_REMEDY
+) -> Completeness:
     """Run :func:`check_completeness` and raise unless complete or explicitly allowed.
+
+    ``remedy`` ends the error; a caller that has no ``--allow-incomplete`` passes its own.
 
     Raises:
         IncompleteResultsError: With the list of missing cells, when the grid is incomplete
@@ -305,8 +313,7 @@ def require_complete(results: Results, allow_incomplete: bool = False) -> Comple
     report = check_completeness(results)
     if not report.complete and not allow_incomplete:
         raise IncompleteResultsError(
-            report.describe() + "\nRefusing to compare an incomplete grid; finish the runs "
-            "or pass allow_incomplete=True (--allow-incomplete)."
+            f"{report.describe()}\nRefusing to compare an incomplete grid; {remedy}."
         )
     return report
 

@@ -332,3 +332,16 @@ def test_diagnostic_figures_put_one_metric_per_row_and_one_task_per_column(
     ]
     assert saved["alma_allocation"] == [(0, 0, "alloc/changes", "mpe/spread-v0"),
                                         (1, 0, "alloc/entropy", "mpe/spread-v0")]  # fmt: skip
+
+
+def test_task_caption_says_when_no_mann_whitney_mark_can_occur(tmp_path: Path) -> None:
+    # 3 vs 3 seeds: the exact test's smallest p is 0.1, so a missing mark says nothing
+    few = write_synthetic_results(tmp_path / "few", seeds=(0, 1, 2))
+    write_report(few, tmp_path / "r3", reps=100, figures=False)
+    caption = (tmp_path / "r3" / "tables" / "per_task.md").read_text().splitlines()[0]
+    assert ("no † can occur: the smallest possible two-sided Mann-Whitney p of 3 vs 3 seeds "
+            "is 0.1 (2 of the 20 rank arrangements), and Holm needs p < 0.05/2") in caption
+    many = write_synthetic_results(tmp_path / "many", seeds=range(6))  # 2 / 924 < 0.05 / 2
+    write_report(many, tmp_path / "r6", reps=100, figures=False)
+    caption = (tmp_path / "r6" / "tables" / "per_task.md").read_text().splitlines()[0]
+    assert "can occur" not in caption and "Mann-Whitney" in caption

@@ -417,3 +417,24 @@ def test_mann_whitney_large_samples_use_the_normal_approximation() -> None:
     start = time.perf_counter()
     sig.mann_whitney_test(a[:10], b[:10])
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("n_a, n_b", [(2, 2), (3, 3), (3, 5), (5, 5), (10, 1)])
+def test_mann_whitney_smallest_p_is_that_of_complete_separation(n_a: int, n_b: int) -> None:
+    # known answers: 2 / C(n_a + n_b, n_a), and the exact test reaches it on separated samples
+    expected = {(2, 2): 2 / 6, (3, 3): 0.1, (3, 5): 2 / 56, (5, 5): 2 / 252, (10, 1): 2 / 11}
+    assert sig.mwu_smallest_p(n_a, n_b) == pytest.approx(expected[n_a, n_b])
+    a, b = np.arange(n_a) + 100.0, np.arange(n_b, dtype=float)
+    assert sig.mann_whitney_test(a, b)[1] == pytest.approx(expected[n_a, n_b])
+    assert sig.mann_whitney_test(b, a)[1] == pytest.approx(expected[n_a, n_b])
+
+
+def test_mann_whitney_mark_possible_follows_holm_first_step() -> None:
+    def pair(n: int, task: str) -> sig.PairTest:
+        return sig.PairTest("x", "base", task, n, n, 1.0, 1.0, 0.01, 9.0, 0.5)
+
+    # 3 vs 3: smallest p 0.1 > 0.05 even alone; 5 vs 5: 0.0079 < 0.05 / 6 but not < 0.05 / 7
+    assert not sig.mwu_mark_possible([pair(3, "t")], 0.05)
+    assert sig.mwu_mark_possible([pair(5, str(i)) for i in range(6)], 0.05)
+    assert not sig.mwu_mark_possible([pair(5, str(i)) for i in range(7)], 0.05)
+    assert sig.mwu_mark_possible([pair(3, "a"), pair(10, "b")], 0.05)  # one pair suffices

@@ -6,6 +6,7 @@ The dependency is one way: ``report`` imports this module, this module does not 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,15 @@ def _task_caption(a: Analysis) -> str:
         f"{sig.MWU_PERMUTATION_MAX_N} seeds in a pair), Holm-Bonferroni-corrected {family}, "
         f"p < {a.alpha}."
     )
+    if n_mwu and not sig.mwu_mark_possible(a.tests, a.alpha):
+        n_a, n_b = min(((t.n_variant, t.n_other) for t in a.tests if math.isfinite(t.mwu_p)),
+                       key=lambda n: sig.mwu_smallest_p(*n))  # the least hopeless pair
+        text += (
+            f" At these seed counts no {tables.MWU_MARK} can occur: the smallest possible "
+            f"two-sided Mann-Whitney p of {n_a} vs {n_b} seeds is "
+            f"{sig.mwu_smallest_p(n_a, n_b):.3g} (2 of the {math.comb(n_a + n_b, n_a)} rank "
+            f"arrangements), and Holm needs p < {a.alpha}/{n_mwu} for the first rejection."
+        )
     if untestable:
         text += (
             f" {untestable} comparison(s) could not be tested (fewer than 2 seeds, or no "

@@ -215,6 +215,29 @@ def pairwise_tests(
     ]
 
 
+def mwu_smallest_p(n_a: int, n_b: int) -> float:
+    """Smallest two-sided exact Mann-Whitney p of ``n_a`` vs ``n_b`` seeds: 2 / C(n_a + n_b, n_a).
+
+    Complete separation (every seed of one side above every seed of the other) is the most
+    extreme of the C(n_a + n_b, n_a) equally likely rank arrangements, and two-sided it counts
+    both directions; ties only make p larger. 3 vs 3 seeds: 2 / 20 = 0.1.
+    """
+    return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
+
+
+def mwu_mark_possible(tests: Sequence[PairTest], alpha: float) -> bool:
+    """Whether any Mann-Whitney comparison of ``tests`` could be significant after Holm.
+
+    Holm's first, strictest step needs the smallest p below α / m (m = the testable family);
+    every later step's threshold is larger but applies only after the first rejects. So if no
+    comparison can reach p < α / m at its seed counts (:func:`mwu_smallest_p`), none can be
+    marked, whatever the data.
+    """
+    m = n_testable(tests)[1]
+    return any(math.isfinite(t.mwu_p) and mwu_smallest_p(t.n_variant, t.n_other) * m < alpha
+               for t in tests)  # fmt: skip
+
+
 def n_testable(tests: Sequence[PairTest]) -> tuple[int, int]:
     """How many Welch and Mann-Whitney comparisons had a p-value (the Holm family sizes)."""
     welch = sum(1 for t in tests if math.isfinite(t.welch_p))

@@ -345,3 +345,21 @@ def test_task_caption_says_when_no_mann_whitney_mark_can_occur(tmp_path: Path) -
     write_report(many, tmp_path / "r6", reps=100, figures=False)
     caption = (tmp_path / "r6" / "tables" / "per_task.md").read_text().splitlines()[0]
     assert "can occur" not in caption and "Mann-Whitney" in caption
+
+
+def test_latex_tables_are_ascii_with_math_marks(tmp_path: Path) -> None:
+    # pdflatex without extra packages: no raw Unicode, no \text, < and > in math mode
+    from kaleibench.analysis import tables
+
+    table = tables.Table("t", "P(X > Y) ≥ 0.5 — n × 3, α 5 %; * / † / ‡ marks", ["Variant", "a"],
+                         [["qmix", "1.0 [0.5, 1.5]"], ["alma", "−2"]],
+                         marks={(0, 1): "*†", (1, 1): "‡"})  # fmt: skip
+    tex = tables.to_latex(table)
+    assert tex.isascii(), [ch for ch in tex if not ch.isascii()]
+    assert r"1.0 [0.5, 1.5]$^{*\dagger}$" in tex and r"$-$2$^{\ddagger}$" in tex
+    assert r"P(X $>$ Y) $\geq$ 0.5 --- n $\times$ 3, $\alpha$ 5 \%" in tex
+    assert r"\text{" not in tex
+    root = write_synthetic_results(tmp_path / "s", seeds=range(5))
+    write_report(root, tmp_path / "r", reps=100, figures=False)
+    for name in ("aggregate", "per_task"):
+        assert (tmp_path / "r" / "tables" / f"{name}.tex").read_text().isascii(), name

@@ -80,15 +80,25 @@ def to_markdown(table: Table) -> str:
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
     "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+    # OT1, LaTeX's default font encoding, prints < and > in text as ¡ and ¿
+    "<": "$<$", ">": "$>$",
+    # the non-ASCII characters captions use, so the file compiles with pdflatex as is
+    "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "—": "---", "–": "--", "−": "$-$",
+    "±": r"$\pm$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$", "≈": r"$\approx$",
+    "α": r"$\alpha$", "λ": r"$\lambda$", "τ": r"$\tau$", "…": r"\ldots{}",
 }  # fmt: skip
+_LATEX_MARKS = {WELCH_MARK: "*", MWU_MARK: r"\dagger", POI_MARK: r"\ddagger"}
+"""Significance marks as math-mode superscripts (no package needed)."""
 
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX special characters.
+    """Escape LaTeX special characters and spell the captions' non-ASCII ones as macros.
 
     Examples:
         >>> latex_escape("kalei_qmix 50%")
         'kalei\\\\_qmix 50\\\\%'
+        >>> latex_escape("P(X > Y) ≥ 0.5 †")
+        'P(X $>$ Y) $\\\\geq$ 0.5 \\\\textdagger{}'
     """
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
@@ -112,7 +122,8 @@ def to_latex(table: Table) -> str:
             body = latex_escape(text)
             body = rf"\textbf{{{body}}}" if (i, j) in table.bold else body
             mark = table.marks.get((i, j))
-            cells.append(body + (rf"$^{{\text{{{mark}}}}}$" if mark else ""))
+            sup = "".join(_LATEX_MARKS[ch] for ch in mark) if mark else ""
+            cells.append(body + (f"$^{{{sup}}}$" if mark else ""))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -363,3 +363,21 @@ def test_latex_tables_are_ascii_with_math_marks(tmp_path: Path) -> None:
     write_report(root, tmp_path / "r", reps=100, figures=False)
     for name in ("aggregate", "per_task"):
         assert (tmp_path / "r" / "tables" / f"{name}.tex").read_text().isascii(), name
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+def test_latex_tables_compile_with_pdflatex(tmp_path: Path) -> None:
+    import subprocess
+
+    root = write_synthetic_results(tmp_path / "s", seeds=range(5), skills=(0.3, 0.9))
+    write_report(root, tmp_path / "r", reps=100, figures=False)
+    tex = tmp_path / "r" / "tables" / "per_task.tex"
+    assert "$^{*" in tex.read_text()  # a significance mark is part of what compiles
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                   "\\input{r/tables/aggregate.tex}\n\\input{r/tables/per_task.tex}\n"
+                   "\\end{document}\n")  # fmt: skip
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000

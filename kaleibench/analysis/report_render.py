@@ -212,8 +212,7 @@ _N_NOTE = "n in the legend: seeds per point, a range such as n=1–3 while runs 
 _BAND_NOTE = (
     f"where fewer than {plots.MIN_BAND_SEEDS} seeds have reached a step, a variant's seeds are "
     "drawn as thin lines instead of a band (a 2-seed t-interval is the mean ± 12.7 standard "
-    "errors); the y axis "
-    "spans the seeds' values, so a wider band runs out of the frame"
+    "errors); the y axis spans the seeds' values, so a wider band runs out of the frame"
 )
 
 

@@ -22,6 +22,7 @@ from kaleibench.harness.cost import (
     grid_eta,
     prior,
     prior_table,
+    read_cell,
     relative_cost,
     suite_cells,
     suite_estimate,
@@ -112,6 +113,30 @@ def test_status_counts_pending_cells_and_gives_an_eta(
     assert "2 cells: completed 1, pending 1" in text
     assert "ETA " in text and "qmix" in text.splitlines()[-1]
 
+
+
+def test_a_running_cell_rate_ignores_the_rows_before_learning_starts(tmp_path: Path) -> None:
+    # while the replay buffer fills, env steps run ~10x faster than the rest of the cell: that
+    # rate must not stand for the cell, else a grid of just-started cells gets a far short ETA
+    spread = "mpe/spread-v0"
+    qmix = prior("qmix", spread)
+    assert qmix is not None
+    run = tmp_path / "qmix" / "mpe__spread-v0" / "seed_0"
+    run.mkdir(parents=True)
+    io.atomic_write_json(run / "status.json", {"state": "running", "t_env": 200})
+    rows = [{"kind": "eval", "t_env": 0, "return_mean": -50.0},
+            {"kind": "train", "t_env": 200, "env_steps_per_s": 10 * qmix, "episodes": 8}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cell = read_cell(run, "qmix", 10_000, task=spread)
+    assert cell.state == "running" and cell.rate is None
+    eta, model = grid_eta([cell], workers=1)
+    assert not model.is_measured("qmix", spread)
+    assert eta == pytest.approx((10_000 - 200) / qmix)  # the prior, not the warm-up's rate
+    # once a row was logged while learning, that row's rate is the cell's
+    rows.append({"kind": "train", "t_env": 5200, "env_steps_per_s": qmix / 2, "n_updates": 64})
+    rows.append({"kind": "eval", "t_env": 5200, "return_mean": -40.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert read_cell(run, "qmix", 10_000, task=spread).rate == pytest.approx(qmix / 2)
 
 SLOW = """
 name: slow

@@ -6,7 +6,7 @@ alike is wrong by that factor for most of a grid. Here each cell's remaining ste
 the rate of its (variant, task):
 
 1. the rate measured in this grid (completed cells' ``final.json`` ``steps_per_second``,
-   running cells' latest ``env_steps_per_s`` from ``metrics.jsonl``), else
+   running cells' latest ``env_steps_per_s`` from ``metrics.jsonl`` once they learn), else
 2. the measured prior of that variant and task (:data:`PRIORS_FILE`) scaled by how fast this
    machine runs the cells already measured (the median ratio measured / prior), else
 3. the same variant's rate measured on other tasks, the median measured rate, or
@@ -201,7 +201,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def last_train_rate(metrics: Path, tail_bytes: int = 8192) -> float | None:
-    """``env_steps_per_s`` of the last ``train`` row of a metrics.jsonl (reads only its tail)."""
+    """``env_steps_per_s`` of the last ``train`` row of a metrics.jsonl that was logged while
+    learning (``n_updates`` > 0); reads only the file's tail.
+
+    The rows before the first update (the replay buffer filling) run 5-10x faster than the
+    rest of the cell: taken as the cell's rate, they made the ETA of a grid whose cells had just
+    started several times too short. Until a cell has learned for one log interval its rate is
+    unknown here and the ETA uses the priors.
+    """
     try:
         with open(metrics, "rb") as fh:
             fh.seek(0, 2)
@@ -215,7 +222,8 @@ def last_train_rate(metrics: Path, tail_bytes: int = 8192) -> float | None:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and row.get("kind") == "train" and "env_steps_per_s" in row:
+        if (isinstance(row, dict) and row.get("kind") == "train" and "env_steps_per_s" in row
+                and float(row.get("n_updates", 0) or 0) > 0):
             return float(row["env_steps_per_s"])
     return None
 

@@ -138,6 +138,7 @@ def test_a_running_cell_rate_ignores_the_rows_before_learning_starts(tmp_path: P
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_cell(run, "qmix", 10_000, task=spread).rate == pytest.approx(qmix / 2)
 
+
 SLOW = """
 name: slow
 t_max: 1000000

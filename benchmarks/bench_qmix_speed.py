@@ -127,13 +127,17 @@ def _probe(seconds: float) -> dict[str, float]:
     return result
 
 
-def _alternate(roots: dict[str, Path], variant: str, command: str,
+Root = tuple[Path, dict[str, str]]
+"""Where a worker imports kaleibench from, and extra environment variables."""
+
+
+def _alternate(roots: dict[str, Root], variant: str, command: str,
                rounds: int) -> dict[str, float]:
     """Median of ``command`` answers from one persistent worker per root, asked in turn."""
     workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
-                                     env=single_thread_env(root), cwd=root,
+                                     env={**single_thread_env(root), **extra}, cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-               for tag, root in roots.items()}
+               for tag, (root, extra) in roots.items()}
     answers: dict[str, list[float]] = {tag: [] for tag in workers}
     try:
         for w in workers.values():
@@ -159,14 +163,16 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            roots = {"old": export_commit(OLD_COMMIT, Path(tmp)), "new": REPO}
+            roots = {"old": (export_commit(OLD_COMMIT, Path(tmp)), {}), "new": (REPO, {}),
+                     "no-C": (REPO, {"KALEIBENCH_NATIVE": "0"})}
             probe = _probe(CPU_SECONDS / 3)
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS)
-            m["old train"], m["new train"] = rates["old"], rates["new"]
+            for tag in roots:
+                m[f"{tag} train"] = rates[tag]
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     floor_ms = update_flops() / m["floor"] * 1e3
@@ -180,7 +186,13 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['new qmix'] / m['old qmix']:.2f}x; FLOP floor {update_flops() / 1e9:.2f} GFLOP at "
         f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
         f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x)")
-    for tag in ("new", "old"):
+    RATIO_LINES.append(
+        f"the C gate kernels (KALEIBENCH_NATIVE=0 forces the torch path): training new "
+        f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "
+        f"{m['new train'] / m['no-C train']:.2f}x; update {m['new qmix']:.2f} / "
+        f"{m['no-C qmix']:.2f} ms = {m['new qmix'] / m['no-C qmix']:.2f}x; no-C update "
+        f"{m['no-C qmix'] / floor_ms:.2f}x the floor")
+    for tag in ("new", "no-C", "old"):
         RATIO_LINES.append(
             f"{tag}: kalei-qmix update {m[f'{tag} kalei-qmix']:.2f} ms / qmix-1r3 "
             f"{m[f'{tag} qmix-1r3']:.2f} ms = "

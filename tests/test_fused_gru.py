@@ -1,4 +1,5 @@
-"""The hand-written whole-sequence GRU equals ``nn.GRU``: outputs and every gradient."""
+"""The whole-sequence GRU equals ``nn.GRU``: outputs and every gradient, on both of its
+implementations (the C gate kernels, and the torch/numpy fallback used without a compiler)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,26 @@ import pytest
 import torch
 from torch import nn
 
+from kaleibench.nn import native_gru
 from kaleibench.nn.fused_gru import gru_sequence_fused
 from kaleibench.nn.rnn_agent import GruAgent
+from kaleibench.utils import native
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Every test runs on the C kernels and on the fallback (``KALEIBENCH_NATIVE=0``)."""
+    monkeypatch.setenv(native.DISABLE_ENV, "1" if request.param == "native" else "0")
+    native.load.cache_clear()
+    if request.param == "native":
+        if native.compiler() is None:
+            pytest.skip("no C compiler on this machine: only the fallback can run")
+        # with a compiler the kernels must build: a broken build fails here, never skips
+        assert native_gru.available(), native.unavailable_reason("gru_kernels.c")
+    else:
+        assert not native_gru.available()
+    yield request.param
+    native.load.cache_clear()
 
 
 def _reference(rnn: nn.GRU, x: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kaleibench.nn import native_gru
+
 
 class _Pool:
     """Reuses freed float32 work tensors by shape.
@@ -221,8 +223,10 @@ def gru_sequence_fused(rnn: torch.nn.GRU, x: Tensor) -> Tensor:
     """``rnn``'s weights (one layer, float32) over time-major sequences from a zero state.
 
     x (T, M, I), whatever ``rnn.batch_first`` says -> hidden states (T, M, H); gradients reach
-    ``x`` and the GRU's parameters. Without a gradient to compute (the target network's pass)
-    this is ``rnn`` itself, which is faster there than the fused forward.
+    ``x`` and the GRU's parameters. Where the C kernels of :mod:`kaleibench.nn.native_gru`
+    build (a C compiler is present, ``KALEIBENCH_NATIVE`` is not 0), they compute it, with and
+    without a gradient. Otherwise: the torch/numpy implementation of this module, and without a
+    gradient to compute (the target network's pass) ``rnn`` itself, which is faster there.
     """
     if rnn.num_layers != 1 or rnn.bidirectional or not rnn.bias:
         raise ValueError("gru_sequence_fused supports one-layer, uni-directional GRUs with bias")
@@ -230,6 +234,8 @@ def gru_sequence_fused(rnn: torch.nn.GRU, x: Tensor) -> Tensor:
                               ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
     if x.dtype != torch.float32 or w_ih.dtype != torch.float32:
         raise TypeError(f"gru_sequence_fused is float32 only, got {x.dtype}/{w_ih.dtype}")
+    if native_gru.available():  # the gate arithmetic in C: same function, fewer calls
+        return native_gru.gru_sequence_native(x, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and (x.requires_grad or w_ih.requires_grad):
         out: Tensor = _GruSequence.apply(x, w_ih, w_hh, b_ih, b_hh)
         return out

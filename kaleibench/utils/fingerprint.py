@@ -4,9 +4,11 @@ Two runs of the same config and seed give the same floats only when the same mac
 the same arithmetic in the same order. That depends on more than the platform string or the
 package versions: PyTorch and OpenBLAS pick their kernels at run time from the CPU's instruction
 set (an AVX-512 Xeon and an AVX2 EPYC round matrix products differently), and the number of
-compute threads changes reduction orders. The fingerprint records exactly these facts; the
-regression check compares scores bit for bit only between runs whose fingerprints are equal, and
-falls back to a statistical rule otherwise.
+compute threads changes reduction orders; and a machine where kaleibench's own C kernels cannot
+be built (see :mod:`kaleibench.utils.native`) runs the GRU's torch implementation, which rounds
+differently. The fingerprint records exactly
+these facts; the regression check compares scores bit for bit only between runs whose
+fingerprints are equal, and falls back to a statistical rule otherwise.
 """
 
 from __future__ import annotations
@@ -81,5 +83,10 @@ def library_facts() -> dict[str, Any]:
 def numerics_fingerprint() -> dict[str, Any]:
     """``{"cpu": ..., "libraries": ..., "hash": ...}``; equal hashes mean bit-equal runs are
     expected for equal configs, code and seeds (different hashes mean they are not)."""
-    facts = {"cpu": cpu_facts(), "libraries": library_facts()}
+    from kaleibench.nn import native_gru
+    from kaleibench.utils.native import native_facts
+
+    facts: dict[str, Any] = {"cpu": cpu_facts(), "libraries": library_facts()}
+    if fallback := native_facts(native_gru.SOURCE):  # the C kernels could not run here
+        facts["native"] = fallback
     return {**facts, "hash": stable_hash(facts, length=12)}

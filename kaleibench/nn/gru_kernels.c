@@ -1,0 +1,107 @@
+/* GRU gate arithmetic for kaleibench's learner: one call per time step for all M rows.
+ *
+ * The matrix products (W_ih x + b_ih for all steps, W_hh h + b_hh per step) stay in torch;
+ * these loops do the element-wise part of a step, which torch and numpy spread over 5-8 calls
+ * of a few microseconds each. Gate layout as torch.nn.GRU: rows (r, z, n) of width H.
+ *
+ *   r = sigmoid(gi_r + gh_r)        z = sigmoid(gi_z + gh_z)
+ *   n = tanh(gi_n + r * gh_n)       h = n + z * (h_prev - n)
+ *
+ * exp is evaluated in float with a Cody-Waite range reduction and a degree-5 polynomial (the
+ * classic Cephes expf coefficients, relative error about 1e-7) so that the compiler can
+ * vectorise the loops; sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
+ * Build flags (kaleibench/utils/native.py): -O3 -march=native -fno-trapping-math
+ * -fno-math-errno -fopenmp-simd; no -ffast-math, so every operation is an IEEE float op. */
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* exp(x) for x in [-87, 88] (clamped), finite float result. */
+static inline float exp_f(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  float fx = floorf(x * 1.44269504088896341f + 0.5f); /* round(x / ln 2) */
+  float g = x - fx * 0.693359375f;                    /* x - fx ln 2, ln 2 split in two */
+  g = g + fx * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * g + 1.3981999507e-3f;
+  y = y * g + 8.3334519073e-3f;
+  y = y * g + 4.1665795894e-2f;
+  y = y * g + 1.6666665459e-1f;
+  y = y * g + 5.0000001201e-1f;
+  y = y * g * g + g + 1.0f; /* exp(g), |g| <= ln 2 / 2 */
+  union { int32_t i; float f; } scale;
+  scale.i = ((int32_t)fx + 127) << 23; /* 2^fx */
+  return y * scale.f;
+}
+
+static inline float sigmoid_f(float a) { return 1.0f / (1.0f + exp_f(-a)); }
+static inline float tanh_f(float a) { return 2.0f / (1.0f + exp_f(-2.0f * a)) - 1.0f; }
+
+/* One GRU step for M rows: gi (M,3H) = W_ih x_t + b_ih, gh (M,3H) = W_hh h_{t-1} + b_hh,
+   hp (M,H) = h_{t-1} -> hn (M,H) = h_t; when save != 0 also r, z, n and ghn = W_hn h + b_hn
+   (each (M,H)), which the backward step needs. */
+void gru_fwd_step(const float* restrict gi, const float* restrict gh, const float* restrict hp,
+                  float* restrict hn, float* restrict r_o, float* restrict z_o,
+                  float* restrict n_o, float* restrict g_o, int64_t M, int64_t H, int save) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* a = gi + m * 3 * H;
+    const float* b = gh + m * 3 * H;
+    const float* p = hp + m * H;
+    float* o = hn + m * H;
+    if (save) {
+      float* ro = r_o + m * H;
+      float* zo = z_o + m * H;
+      float* no = n_o + m * H;
+      float* go = g_o + m * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        float r = sigmoid_f(a[j] + b[j]);
+        float z = sigmoid_f(a[H + j] + b[H + j]);
+        float ghn = b[2 * H + j];
+        float n = tanh_f(a[2 * H + j] + r * ghn);
+        o[j] = n + z * (p[j] - n);
+        ro[j] = r; zo[j] = z; no[j] = n; go[j] = ghn;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        float r = sigmoid_f(a[j] + b[j]);
+        float z = sigmoid_f(a[H + j] + b[H + j]);
+        float n = tanh_f(a[2 * H + j] + r * b[2 * H + j]);
+        o[j] = n + z * (p[j] - n);
+      }
+    }
+  }
+}
+
+/* BPTT through one step. g (M,H) = the total dL/dh_t; hp = h_{t-1}; r, z, n, ghn = the step's
+   saved gates and W_hn h_{t-1} + b_hn. Writes di (M,3H) = dL/d(W_ih x_t + b_ih) and
+   dh (M,3H) = dL/d(W_hh h_{t-1} + b_hh), and adds the direct path g * z to gprev (M,H) =
+   dL/dh_{t-1} (NULL at t = 0); the caller adds dh @ W_hh to gprev. With a = the gate's
+   pre-activation: dn = g (1 - z), dz = g (h_{t-1} - n); da_n = dn (1 - n^2),
+   da_z = dz z (1 - z), da_r = da_n ghn r (1 - r); d(gh_n) = r da_n. */
+void gru_bwd_step(const float* restrict g, const float* restrict hp, const float* restrict r_,
+                  const float* restrict z_, const float* restrict n_, const float* restrict ghn_,
+                  float* restrict di, float* restrict dh, float* restrict gprev, int64_t M,
+                  int64_t H) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* gg = g + m * H; const float* p = hp + m * H;
+    const float* R = r_ + m * H; const float* Z = z_ + m * H; const float* N = n_ + m * H;
+    const float* G = ghn_ + m * H;
+    float* a = di + m * 3 * H; float* b = dh + m * 3 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      float gj = gg[j], r = R[j], z = Z[j], n = N[j];
+      float da_n = gj * (1.0f - z) * (1.0f - n * n);
+      float da_z = gj * (p[j] - n) * z * (1.0f - z);
+      float da_r = da_n * G[j] * r * (1.0f - r);
+      a[j] = da_r; a[H + j] = da_z; a[2 * H + j] = da_n;
+      b[j] = da_r; b[H + j] = da_z; b[2 * H + j] = da_n * r;
+    }
+    if (gprev) {
+      float* q = gprev + m * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) q[j] += gg[j] * Z[j];
+    }
+  }
+}

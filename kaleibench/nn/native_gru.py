@@ -1,0 +1,137 @@
+"""The GRU over whole sequences with its gate arithmetic in C (``gru_kernels.c``).
+
+Same function as ``torch.nn.GRU`` (one layer, zero initial state, gate layout r, z, n):
+
+    r_t = σ(W_ir x_t + b_ir + W_hr h_{t−1} + b_hr)
+    z_t = σ(W_iz x_t + b_iz + W_hz h_{t−1} + b_hz)
+    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t−1} + b_hn))
+    h_t = n_t + z_t ⊙ (h_{t−1} − n_t)
+
+Work split: torch does every matrix product — W_ih x + b_ih for all steps at once, one
+``addmm`` per step for W_hh h_{t−1} + b_hh, and after the backward loop the weight and input
+gradients as one product each over all T·M rows — and one C call per step does all the
+element-wise work of that step (forward: the gates and h_t; backward: the gradients of the
+pre-activations). Everything is time-major with rows (T, M, ·), the layout the agent network
+uses, so nothing is transposed on the way in or out.
+
+Autograd sees one node (:class:`NativeGruSequence`); the backward pass is BPTT:
+∂L/∂h_{t−1} = (its output gradient) + z_t ⊙ ∂L/∂h_t + (∂L/∂gh_t) W_hh.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from kaleibench.utils import native
+
+SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
+
+_P, _I64 = ctypes.c_void_p, ctypes.c_int64
+
+
+def kernels() -> Any | None:
+    """The loaded C library with its argument types declared, or None (see
+    :func:`kaleibench.utils.native.load`)."""
+    lib = native.load(SOURCE)
+    if lib is not None:  # (re)declaring costs a microsecond; the library object is cached
+        lib.gru_fwd_step.argtypes = [_P] * 8 + [_I64, _I64, ctypes.c_int]
+        lib.gru_fwd_step.restype = None
+        lib.gru_bwd_step.argtypes = [_P] * 9 + [_I64, _I64]
+        lib.gru_bwd_step.restype = None
+    return lib
+
+
+def available() -> bool:
+    """Whether the C kernels can run here."""
+    return kernels() is not None
+
+
+def _forward(lib: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
+             save: bool) -> tuple[Tensor, Tensor | None]:
+    """x (T, M, I) contiguous -> hs (T+1, M, H) with hs[0] = 0, and when ``save`` the gates
+    (4, T, M, H) = [r, z, n, W_hn h + b_hn] of every step."""
+    t_len, m, i = x.shape
+    h = w_hh.shape[1]
+    gi = torch.addmm(b_ih, x.view(t_len * m, i), w_ih.t())  # (T·M, 3H): W_ih x_t + b_ih
+    hs = torch.empty(t_len + 1, m, h)
+    hs[0].zero_()
+    gates = torch.empty(4, t_len, m, h) if save else None
+    gh = torch.empty(m, 3 * h)
+    w_hh_t = w_hh.t()
+    block = 4 * m * h  # bytes of one (M, H) float32 step block
+    gi_p, hs_p, gh_p = gi.data_ptr(), hs.data_ptr(), gh.data_ptr()
+    h_s = hs.unbind(0)
+    step = lib.gru_fwd_step
+    if gates is None:
+        for t in range(t_len):
+            torch.addmm(b_hh, h_s[t], w_hh_t, out=gh)  # W_hh h_{t−1} + b_hh
+            step(gi_p + 3 * t * block, gh_p, hs_p + t * block, hs_p + (t + 1) * block,
+                 None, None, None, None, m, h, 0)  # fmt: skip
+        return hs, None
+    r_p, z_p, n_p, q_p = (gates[k].data_ptr() for k in range(4))
+    for t in range(t_len):
+        torch.addmm(b_hh, h_s[t], w_hh_t, out=gh)
+        o = t * block
+        step(gi_p + 3 * o, gh_p, hs_p + o, hs_p + o + block, r_p + o, z_p + o, n_p + o, q_p + o,
+             m, h, 1)  # fmt: skip
+    return hs, gates
+
+
+class NativeGruSequence(torch.autograd.Function):
+    """One autograd node: x (T, M, I) -> h_1..h_T (T, M, H), float32."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                b_hh: Tensor) -> Tensor:
+        lib = kernels()
+        assert lib is not None, "NativeGruSequence needs the C kernels (see native_gru.available)"
+        x = x.contiguous()
+        hs, gates = _forward(lib, x, w_ih, w_hh, b_ih, b_hh, save=True)
+        ctx.save_for_backward(x, w_ih, w_hh, hs, gates)
+        return hs[1:]
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, w_ih, w_hh, hs, gates = ctx.saved_tensors
+        lib = kernels()
+        assert lib is not None, "the C kernels were loaded for the forward pass"
+        t_len, m, i = x.shape
+        h = w_hh.shape[1]
+        g = grad_out.contiguous().clone()  # becomes the total ∂L/∂h_t, step by step
+        d_gi = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_ih x_t + b_ih)
+        d_gh = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_hh h_{t−1} + b_hh)
+        block = 4 * m * h
+        g_p, hs_p, di_p, dh_p = g.data_ptr(), hs.data_ptr(), d_gi.data_ptr(), d_gh.data_ptr()
+        r_p, z_p, n_p, q_p = (gates[k].data_ptr() for k in range(4))
+        g_s, dh_s = g.unbind(0), d_gh.unbind(0)
+        step = lib.gru_bwd_step
+        for t in range(t_len - 1, -1, -1):
+            o = t * block
+            step(g_p + o, hs_p + o, r_p + o, z_p + o, n_p + o, q_p + o, di_p + 3 * o,
+                 dh_p + 3 * o, g_p + o - block if t > 0 else None, m, h)  # fmt: skip
+            if t > 0:
+                g_s[t - 1].addmm_(dh_s[t], w_hh)  # ∂L/∂h_{t−1} += (∂L/∂gh_t) W_hh
+        d_gi2, d_gh2 = d_gi.view(t_len * m, 3 * h), d_gh.view(t_len * m, 3 * h)
+        grad_x = d_gi2.mm(w_ih).view(t_len, m, i) if ctx.needs_input_grad[0] else None
+        grad_w_ih = d_gi2.t().mm(x.view(t_len * m, i))
+        grad_w_hh = d_gh2.t().mm(hs[:-1].reshape(t_len * m, h))
+        return grad_x, grad_w_ih, grad_w_hh, d_gi2.sum(0), d_gh2.sum(0)
+
+
+def gru_sequence_native(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                        b_hh: Tensor) -> Tensor:
+    """h_1..h_T (T, M, H) of x (T, M, I) from a zero state; differentiable when a gradient is
+    needed, a plain forward without saved gates otherwise."""
+    if torch.is_grad_enabled() and any(a.requires_grad for a in (x, w_ih, w_hh, b_ih, b_hh)):
+        out: Tensor = NativeGruSequence.apply(x, w_ih, w_hh, b_ih, b_hh)
+        return out
+    lib = kernels()
+    assert lib is not None, "gru_sequence_native needs the C kernels"
+    with torch.no_grad():
+        hs, _ = _forward(lib, x.contiguous(), w_ih, w_hh, b_ih, b_hh, save=False)
+    return hs[1:]

@@ -1,0 +1,109 @@
+"""C kernels compiled on first use: cache, failures, the opt-out, and the fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kaleibench.nn import native_gru
+from kaleibench.nn.fused_gru import gru_sequence_fused
+from kaleibench.utils import native
+from kaleibench.utils.fingerprint import numerics_fingerprint
+
+needs_cc = pytest.mark.skipif(native.compiler() is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Each test builds into its own cache folder and starts with nothing loaded."""
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(native.DISABLE_ENV, raising=False)
+    native.load.cache_clear()
+    yield
+    native.load.cache_clear()
+
+
+def _gru() -> tuple[nn.GRU, torch.Tensor]:
+    torch.manual_seed(0)
+    return nn.GRU(3, 4), torch.randn(5, 2, 3)
+
+
+@needs_cc
+def test_kernels_are_built_once_and_then_reused(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native_gru.available()
+    built = list((tmp_path / "cache" / "native").glob("gru_kernels-*.so"))
+    assert len(built) == 1
+    assert not list(built[0].parent.glob("*.tmp"))  # written under a temporary name, renamed
+    native.load.cache_clear()
+
+    def no_compiler(*_: object) -> None:
+        raise AssertionError("compiled again although the cached library matches")
+
+    monkeypatch.setattr(native, "_compile", no_compiler)
+    assert native_gru.available()
+
+
+def test_without_a_compiler_the_fallback_runs_and_says_why(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-kaleibench")
+    rnn, x = _gru()
+    expected, _ = rnn(x)
+    with caplog.at_level("WARNING"):
+        out = gru_sequence_fused(rnn, x)
+    assert not native_gru.available()
+    assert "no C compiler" in (native.unavailable_reason("gru_kernels.c") or "")
+    assert "torch implementation" in caplog.text
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_cc
+def test_a_failing_build_falls_back_with_the_compiler_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "broken.c"
+    broken.write_text("int f(void) { return undefined_symbol_kaleibench; }\n")
+    assert native.load(str(broken)) is None
+    reason = native.unavailable_reason("broken.c") or ""
+    assert "undefined_symbol_kaleibench" in reason
+    assert not list((tmp_path / "cache" / "native").glob("broken-*"))  # nothing half-written
+
+
+def test_the_opt_out_forces_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    assert not native_gru.available()
+    assert native.unavailable_reason("gru_kernels.c") == f"{native.DISABLE_ENV}=0"
+
+
+def test_the_build_key_changes_with_source_and_compiler() -> None:
+    base = native.build_key("int f(void);", "gcc 12.2.0")
+    assert base == native.build_key("int f(void);", "gcc 12.2.0")
+    assert base != native.build_key("int g(void);", "gcc 12.2.0")
+    assert base != native.build_key("int f(void);", "gcc 13.1.0")
+
+
+@needs_cc
+def test_the_fingerprint_tells_runs_with_and_without_the_kernels_apart(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with_c = numerics_fingerprint()
+    assert "native" not in with_c  # the kernels' results depend only on their source
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    native.load.cache_clear()
+    without = numerics_fingerprint()
+    assert without["native"] == {"gru_kernels.c": "unavailable"}
+    assert without["hash"] != with_c["hash"]
+
+
+@needs_cc
+def test_saturated_gates_stay_finite_and_match_nn_gru() -> None:
+    """Pre-activations far outside exp's float range (clamped in the kernel) saturate like
+    torch's sigmoid and tanh instead of overflowing."""
+    rnn, _ = _gru()
+    x = torch.tensor([-1e4, -200.0, -90.0, 0.0, 90.0, 200.0, 1e4]).repeat(3, 1).t()[None]
+    x = x.expand(4, -1, -1).contiguous()  # (T=4, M=7, I=3)
+    out = gru_sequence_fused(rnn, x)
+    expected, _ = rnn(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -47,6 +47,30 @@ def test_kernels_are_built_once_and_then_reused(tmp_path: Path,
     assert native_gru.available()
 
 
+@needs_cc
+def test_a_cached_library_that_does_not_load_is_built_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert native_gru.available()
+    native.load.cache_clear()
+    compiled, loads = [], []
+    real_compile, real_cdll = native._compile, native.ctypes.CDLL
+
+    def counting_compile(*args: object) -> None:
+        compiled.append(args)
+        real_compile(*args)  # type: ignore[arg-type]
+
+    def damaged_once(path: str) -> object:  # the first load finds a damaged file
+        loads.append(path)
+        if len(loads) == 1:
+            raise OSError(f"{path}: invalid ELF header")
+        return real_cdll(path)
+
+    monkeypatch.setattr(native, "_compile", counting_compile)
+    monkeypatch.setattr(native.ctypes, "CDLL", damaged_once)
+    assert native_gru.available()
+    assert len(compiled) == 1 and len(loads) == 2
+
+
 def test_without_a_compiler_the_fallback_runs_and_says_why(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("CC", "no-such-compiler-kaleibench")

@@ -125,11 +125,16 @@ def load(source_path: str) -> ctypes.CDLL | None:
     elif (cc := compiler()) is None:
         reason = "no C compiler found (set CC, or install gcc or clang)"
     else:
-        target = cache_dir() / "native" / f"{path.stem}-{build_key(path.read_text(), compiler_version(cc))}.so"  # noqa: E501
+        key = build_key(path.read_text(), compiler_version(cc))
+        target = cache_dir() / "native" / f"{path.stem}-{key}.so"
         try:
             if not target.is_file():
                 _compile(cc, path, target)
-            lib = ctypes.CDLL(str(target))
+            try:
+                lib = ctypes.CDLL(str(target))
+            except OSError:  # a damaged cached library: build it again, once
+                _compile(cc, path, target)
+                lib = ctypes.CDLL(str(target))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             reason = f"could not build or load {target}: {exc}"
     if lib is None:

@@ -131,3 +131,22 @@ def test_saturated_gates_stay_finite_and_match_nn_gru() -> None:
     expected, _ = rnn(x)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_cc
+@pytest.mark.parametrize("bad", ["float64", "w_hh shape", "x rank", "bias"])
+def test_arguments_the_kernels_would_misread_are_refused(bad: str) -> None:
+    rnn, x = _gru()
+    args = {"x": x, "w_ih": rnn.weight_ih_l0, "w_hh": rnn.weight_hh_l0, "b_ih": rnn.bias_ih_l0,
+            "b_hh": rnn.bias_hh_l0}
+    if bad == "float64":
+        args["x"] = x.double()
+    elif bad == "w_hh shape":
+        args["w_hh"] = torch.zeros(12, 5)
+    elif bad == "x rank":
+        args["x"] = x[0]
+    else:
+        args["b_hh"] = torch.zeros(11)
+    error = TypeError if bad == "float64" else ValueError
+    with pytest.raises(error, match="float32" if bad == "float64" else "expected"):
+        native_gru.gru_sequence_native(**args)

@@ -123,10 +123,30 @@ class NativeGruSequence(torch.autograd.Function):
         return grad_x, grad_w_ih, grad_w_hh, d_gi2.sum(0), d_gh2.sum(0)
 
 
+def check_arguments(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> None:
+    """Refuse what the C kernels would misread: they see raw float32 memory of these shapes."""
+    tensors = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    for name, a in tensors.items():
+        if a.dtype != torch.float32 or a.device.type != "cpu":
+            raise TypeError(f"the C GRU kernels need float32 CPU tensors; {name} is {a.dtype} "
+                            f"on {a.device}")  # fmt: skip
+    h = w_hh.shape[-1] if w_hh.dim() == 2 else -1
+    expected = {"x": (x.shape[0], x.shape[1], w_ih.shape[-1]) if x.dim() == 3 else None,
+                "w_ih": (3 * h, x.shape[-1]), "w_hh": (3 * h, h), "b_ih": (3 * h,),
+                "b_hh": (3 * h,)}  # fmt: skip
+    for name, shape in expected.items():
+        if shape is None or tuple(tensors[name].shape) != shape:
+            raise ValueError(f"GRU argument {name} has shape {tuple(tensors[name].shape)}, "
+                             f"expected {shape or '(T, M, I)'} (x (T, M, I), W_ih (3H, I), "
+                             "W_hh (3H, H), biases (3H,))")  # fmt: skip
+
+
 def gru_sequence_native(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
                         b_hh: Tensor) -> Tensor:
     """h_1..h_T (T, M, H) of x (T, M, I) from a zero state; differentiable when a gradient is
-    needed, a plain forward without saved gates otherwise."""
+    needed, a plain forward without saved gates otherwise. Raises TypeError/ValueError on
+    arguments the kernels cannot take (see :func:`check_arguments`)."""
+    check_arguments(x, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and any(a.requires_grad for a in (x, w_ih, w_hh, b_ih, b_hh)):
         out: Tensor = NativeGruSequence.apply(x, w_ih, w_hh, b_ih, b_hh)
         return out

@@ -3,9 +3,10 @@
 Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected episode):
 
 * QMIX training env-steps per CPU-second (collect + update, the training loop's work, with a warm
-  buffer: steady state) for the current code and for the code before the learner speed work
-  (commit ``b1385bd``, exported with ``git archive`` into a temporary folder), and each ÷ raw
-  mpe2 single-env stepping (random actions, one ``parallel_env``);
+  buffer: steady state) for the current code, for the current code with the GRU's C kernels
+  switched off (``KALEIBENCH_NATIVE=0``: its torch path) and for the code before the learner
+  speed work (commit ``b1385bd``, exported with ``git archive`` into a temporary folder), and
+  each ÷ raw mpe2 single-env stepping (random actions, one ``parallel_env``);
 * one QMIX update in CPU-ms, old and new, and ÷ the update's FLOP floor: the update's matrix-
   product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass forward
   only; element-wise work not counted) divided by the GFLOP/s one core reaches on the update's
@@ -13,8 +14,8 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
 * Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new.
 
 Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
-Old and new run as two persistent workers asked in turn (old, new, old, new, ...), so that load
-from other processes on the machine hits both alike; medians over the turns are reported.
+The versions run as persistent workers asked in turn (old, new, no-C, old, new, ...), so that
+load from other processes on the machine hits them alike; medians over the turns are reported.
 """
 
 from __future__ import annotations

@@ -32,17 +32,19 @@ from kaleibench.utils import native
 SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
+_DECLARED: dict[int, Any] = {}  # libraries whose argument types are declared, by id
 
 
 def kernels() -> Any | None:
     """The loaded C library with its argument types declared, or None (see
     :func:`kaleibench.utils.native.load`)."""
     lib = native.load(SOURCE)
-    if lib is not None:  # (re)declaring costs a microsecond; the library object is cached
+    if lib is not None and id(lib) not in _DECLARED:
         lib.gru_fwd_step.argtypes = [_P] * 8 + [_I64, _I64, ctypes.c_int]
         lib.gru_fwd_step.restype = None
         lib.gru_bwd_step.argtypes = [_P] * 9 + [_I64, _I64]
         lib.gru_bwd_step.restype = None
+        _DECLARED[id(lib)] = lib  # holding the library keeps its id from being reused
     return lib
 
 

@@ -6,9 +6,9 @@ package versions: PyTorch and OpenBLAS pick their kernels at run time from the C
 set (an AVX-512 Xeon and an AVX2 EPYC round matrix products differently), and the number of
 compute threads changes reduction orders; and a machine where kaleibench's own C kernels cannot
 be built (see :mod:`kaleibench.utils.native`) runs the GRU's torch implementation, which rounds
-differently. The fingerprint records exactly
-these facts; the regression check compares scores bit for bit only between runs whose
-fingerprints are equal, and falls back to a statistical rule otherwise.
+differently. The fingerprint records exactly these facts; the regression check compares scores
+bit for bit only between runs whose fingerprints are equal, and falls back to a statistical rule
+otherwise.
 """
 
 from __future__ import annotations

@@ -108,6 +108,13 @@ def test_report_writes_tables_figures_and_captions(tmp_path: Path) -> None:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000, (stem, ext)
         assert f"figures/{stem}.png" in text
+    # every figure sits under its own heading: the replays section placed after the per-task
+    # curves must not swallow the figures that follow it
+    lines = text.splitlines()
+    assert "### Replays" in lines
+    for stem in ("curves_per_task", "curves_suite_iqm", "aggregate_intervals"):
+        heading = lines[lines.index(f"![{stem}](figures/{stem}.png)") - 2]
+        assert heading.startswith("### ") and heading != "### Replays", (stem, heading)
     assert not (out / "figures" / "alma_allocation.png").exists()  # no alloc/ metrics
     assert "## Variants" in text and "| qmix |" in text and "CPU s / run" in text
     for name in ("aggregate", "per_task"):

@@ -119,6 +119,24 @@ class Figure:
     stem: str
     caption: str
 
+    @property
+    def title(self) -> str:
+        """The figure's section heading in report.md."""
+        return FIGURE_TITLES.get(self.stem, self.stem.replace("_", " ").capitalize())
+
+
+# Each figure gets its own heading, so that a section placed between figures (the replays
+# follow the per-task curves) does not swallow the figures after it in the outline.
+FIGURE_TITLES = {
+    "curves_per_task": "Learning curves per task",
+    "curves_suite_iqm": "Learning curve over the suite (IQM)",
+    "aggregate_intervals": "Aggregate scores",
+    "performance_profile": "Performance profile",
+    "poi": "Probability of improvement",
+    "kalei_diagnostics": "Kalei-QMIX diagnostics",
+    "alma_allocation": "ALMA allocation",
+}
+
 
 def _aggregate_caption(a: Analysis) -> str:
     excluded = [t for t in a.results.suite.task_ids if t not in a.agg_tasks]
@@ -474,8 +492,8 @@ def render_report(a: Analysis, out: Path, figures: bool = True) -> Path:
                   f"caption in `tables/{table.name}.caption.txt`)", ""]  # fmt: skip
     lines += ["## Figures", ""] if figs else []
     for fig in figs:
-        lines += [f"![{fig.stem}](figures/{fig.stem}.png)", "", f"*{fig.caption}* "
-                  f"(PDF: `figures/{fig.stem}.pdf`)", ""]  # fmt: skip
+        lines += [f"### {fig.title}", "", f"![{fig.stem}](figures/{fig.stem}.png)", "",
+                  f"*{fig.caption}* (PDF: `figures/{fig.stem}.pdf`)", ""]
         if fig.stem == "curves_per_task":
             lines += replays
     path = out / "report.md"

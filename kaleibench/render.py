@@ -181,6 +181,9 @@ class CellReplay:
     error: str | None = None
     episode_seed: int | None = None
     """The eval episode shown (see :data:`REPLAY_CANDIDATES`)."""
+    kept: bool = False
+    """The GIF comes from an earlier report of the same policy file (its policy is not kept
+    here; see :func:`kept_replay`)."""
 
 
 def best_run(runs: list[Any], score_key: str) -> Any | None:
@@ -189,6 +192,72 @@ def best_run(runs: list[Any], score_key: str) -> Any | None:
     if not done:
         return None
     return max(sorted(done, key=lambda r: r.seed), key=lambda r: float(r.final[score_key]))
+
+
+def _policy_sha256(run: Any, policy: str | None = None) -> str | None:
+    """The SHA-256 of the run's ``best.pt`` (else ``final.pt``) as recorded in its status.json
+    when the run completed: known even after the policy files were left out of a copy."""
+    import json
+
+    try:
+        sums = json.loads((Path(run.path) / "status.json").read_text()).get("sha256") or {}
+    except (OSError, ValueError):
+        return None
+    names = [f"{policy}.pt"] if policy else ["best.pt", "final.pt"]
+    return next((sums[n] for n in names if n in sums), None)
+
+
+def _provenance_path(gif: Path) -> Path:
+    return gif.with_suffix(".json")
+
+
+def _write_provenance(gif: Path, run: Any, policy: str, replay: Any, size: int,
+                      candidates: int) -> None:
+    """Record next to a GIF which policy file (by checksum) and episode it shows, so that a
+    later report of a copy without policy files can reuse it (:func:`kept_replay`)."""
+    from kaleibench.harness.integrity import sha256_file
+    from kaleibench.utils.io import atomic_write_json
+
+    atomic_write_json(_provenance_path(gif), {
+        "policy": policy, "policy_sha256": sha256_file(Path(run.path) / f"{policy}.pt"),
+        "training_seed": run.seed, "episode_seed": replay.seed,
+        "team_return": float(replay.team_return), "size": size, "candidates": candidates,
+        "gif_sha256": sha256_file(gif),
+    })  # fmt: skip
+
+
+def kept_replay(run: Any, gif: Path, search: list[Path], size: int,
+                candidates: int) -> CellReplay | None:
+    """The replay of ``run`` made by an earlier report, for a run whose policy file is not kept
+    (results exported without policies, or a copy of them): found in ``search`` by name, and
+    used only when its recorded policy checksum equals the one the run's status.json recorded
+    for its policy, its GIF's checksum matches, and it was made with the same size and number
+    of candidate episodes. Copied to ``gif`` when found elsewhere. None otherwise."""
+    import json
+
+    from kaleibench.harness.integrity import sha256_file
+
+    want = _policy_sha256(run)
+    if want is None:
+        return None
+    for folder in dict.fromkeys(Path(d) for d in search):
+        source, meta_path = folder / gif.name, _provenance_path(folder / gif.name)
+        try:
+            meta = json.loads(meta_path.read_text())
+            if (meta.get("policy_sha256") != want or meta.get("size") != size
+                    or meta.get("candidates") != candidates
+                    or sha256_file(source) != meta.get("gif_sha256")):
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        if source.resolve() != gif.resolve():
+            gif.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(gif, source.read_bytes())
+            atomic_write_bytes(_provenance_path(gif), meta_path.read_bytes())
+        return CellReplay(str(run.variant), str(run.task), gif, run.seed,
+                          float(meta["team_return"]), episode_seed=int(meta["episode_seed"]),
+                          kept=True)
+    return None
 
 
 NO_POLICY = "no policy file kept"
@@ -225,13 +294,16 @@ def cell_replays(results: Any, score_key: str, out_dir: str | Path,
             gif = Path(out_dir) / f"{variant}__{task.replace('/', '__')}.gif"
             policy = "best" if (run.path / "best.pt").is_file() else "final"
             if not (run.path / f"{policy}.pt").is_file():
-                out.append(CellReplay(variant, task, None, run.seed, error=NO_POLICY))
+                kept = kept_replay(run, gif, [gif.parent, Path(results.root) / "report" /
+                                              "replays"], size, candidates)  # fmt: skip
+                out.append(kept or CellReplay(variant, task, None, run.seed, error=NO_POLICY))
                 continue
             try:
                 replay = render_run(run.path, gif, policy, size=size, candidates=candidates)
             except (RunFolderError, OSError, RuntimeError, ValueError) as exc:
                 out.append(CellReplay(variant, task, None, run.seed, error=str(exc)))
                 continue
+            _write_provenance(gif, run, policy, replay, size, candidates)
             out.append(CellReplay(variant, task, gif, run.seed, replay.team_return,
                                   episode_seed=replay.seed))
     return out

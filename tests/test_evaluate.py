@@ -262,6 +262,49 @@ def test_report_embeds_one_replay_per_cell(
         assert im.n_frames == 26
 
 
+def test_a_copy_without_policies_reuses_the_replay_of_the_same_policy(
+    trained: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    import json
+
+    from kaleibench.analysis.report import write_report
+
+    run_dir, _ = trained
+    full = tmp_path / "full"
+    shutil.copytree(run_dir, full / "qmix" / "mpe__spread-v0" / "seed_1")
+    write_report(full, full / "report", reps=200)
+    made = full / "report" / "replays" / "qmix__mpe__spread-v0.gif"
+    meta = json.loads(made.with_suffix(".json").read_text())
+    assert meta["training_seed"] == 1 and meta["policy"] == "best"
+
+    def kept_copy(name: str) -> Path:  # what `export` commits: no policy files
+        copy = tmp_path / name
+        shutil.copytree(full, copy, ignore=shutil.ignore_patterns("*.pt"))
+        return copy
+
+    copy = kept_copy("copy")  # reported into its default folder, and into another one
+    for out in (copy / "report", tmp_path / "elsewhere"):
+        text = write_report(copy, out, reps=200).read_text()
+        assert "kept from an earlier report: same policy file" in text
+        assert "no policy file kept" not in text
+        assert f"return {meta['team_return']:.2f}" in text
+        assert (out / "replays" / made.name).read_bytes() == made.read_bytes()
+
+    # another policy (its status.json records another checksum) or a damaged GIF: no reuse
+    other = kept_copy("other")
+    status = other / "qmix" / "mpe__spread-v0" / "seed_1" / "status.json"
+    st = json.loads(status.read_text())
+    st["sha256"]["best.pt"] = "0" * 64
+    status.write_text(json.dumps(st))
+    damaged = kept_copy("damaged")
+    gif = damaged / "report" / "replays" / made.name
+    gif.write_bytes(gif.read_bytes()[:-10])
+    for folder in (other, damaged):
+        text = write_report(folder, tmp_path / f"{folder.name}-report", reps=200).read_text()
+        assert "Replays skipped: no run in this folder keeps its policy files" in text
+        assert "kept from an earlier report" not in text
+
+
 def test_report_on_results_kept_without_policies_says_so_once(
     trained: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:

@@ -454,15 +454,19 @@ def replay_lines(a: Analysis, out: Path) -> list[str]:
             elif r.gif is None:
                 cells.append(f"no replay (seed {r.seed}: {r.error})".replace("|", "/"))
             else:
+                kept = "<br>(kept from an earlier report: same policy file)" if r.kept else ""
                 cells.append(f"![{v} on {t}](replays/{r.gif.name})<br>seed {r.seed}, "
-                             f"episode {r.episode_seed}, return {r.team_return:.2f}")
+                             f"episode {r.episode_seed}, return {r.team_return:.2f}{kept}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     caption = (
         f"One greedy episode per cell of the best-evaluated policy (best.pt) of the training "
         f"seed with the highest {a.kind} score: of the first {REPLAY_CANDIDATES} fixed eval "
         "episodes, the one with the median team return (a typical episode, not a lucky or "
         f"unlucky one); one frame after reset and one per step, {FPS} fps, {DEFAULT_SIZE} px "
-        "(files: `replays/<variant>__<task>.gif`)."
+        "(files: `replays/<variant>__<task>.gif`, each with a `.json` naming the policy file "
+        "by checksum, the seeds and the return). A run kept without its policy files (exported "
+        "results, or a copy of them) reuses the GIF of an earlier report when that records the "
+        "same policy checksum as the run's status.json."
     )
     return [*lines, "", f"*{caption}*", ""]
 

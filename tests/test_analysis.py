@@ -388,3 +388,22 @@ def test_latex_tables_compile_with_pdflatex(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_aggregate_panels_share_one_scale() -> None:
+    """A panel of point estimates must not autoscale to its few points: every panel gets the
+    widest panel's x span, centred on its own data."""
+    from kaleibench.analysis.plots import equal_scale, new_figure, plot_intervals
+    from kaleibench.analysis.stats import Interval
+
+    nan = float("nan")
+    intervals = {"a": {"iqm": Interval(0.40, nan, nan), "mean": Interval(0.4, -0.1, 0.8)},
+                 "b": {"iqm": Interval(0.56, nan, nan), "mean": Interval(0.5, 0.4, 0.6)}}
+    fig = new_figure(n_cols=2)
+    for ax, metric in zip(fig.axes, ("iqm", "mean"), strict=True):
+        plot_intervals(intervals, metric, ax=ax)
+    assert fig.axes[0].get_xlim()[1] - fig.axes[0].get_xlim()[0] < 0.3  # autoscaled
+    equal_scale(fig.axes)
+    (l0, h0), (l1, h1) = fig.axes[0].get_xlim(), fig.axes[1].get_xlim()
+    assert h0 - l0 == pytest.approx(h1 - l1) and h1 - l1 >= 0.9
+    assert l0 < 0.40 and h0 > 0.56 and l1 <= -0.1 and h1 >= 0.8

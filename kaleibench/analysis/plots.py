@@ -268,6 +268,20 @@ def plot_intervals(
     return ax
 
 
+def equal_scale(axes: Sequence[Axes]) -> None:
+    """Give every panel the x span of the widest one, each centred on its own data.
+
+    Equal distances then mean equal score differences in every panel. A panel of point
+    estimates alone (IQM, median at small n) would otherwise autoscale to its few points and
+    make a difference of 0.2 look as large as the widest interval next to it.
+    """
+    limits = [ax.get_xlim() for ax in axes]
+    width = max(high - low for low, high in limits)
+    for ax, (low, high) in zip(axes, limits, strict=True):
+        centre = (low + high) / 2
+        ax.set_xlim(centre - width / 2, centre + width / 2)
+
+
 def plot_profiles(
     profiles: dict[str, Profile], ax: Axes | None = None, styles: dict[str, Style] | None = None
 ) -> Axes:

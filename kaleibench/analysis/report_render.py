@@ -292,6 +292,7 @@ def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
     fig = plots.new_figure(n_cols=len(metrics), size=(3.2, 0.5 * len(a.variants) + 1.2))
     for ax, metric in zip(fig.axes, metrics, strict=True):
         plots.plot_intervals(a.intervals, metric, ax=ax, styles=styles)
+    plots.equal_scale(fig.axes)
     plots.save_figure(fig, fig_dir, "aggregate_intervals")
     fig = plots.new_figure(size=(5.5, 3.5))
     plots.plot_profiles(a.profiles, ax=fig.axes[0], styles=styles)
@@ -306,8 +307,8 @@ def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
         why = a.small_n_reason()
         return [
             Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (dot: point "
-                   f"estimate, bar: interval); {a.seeds_phrase()}. {why}. Shown instead: a "
-                   f"{stats.SMALL_N_METHOD}."),
+                   f"estimate, bar: interval; all panels on one scale); {a.seeds_phrase()}. "
+                   f"{why}. Shown instead: a {stats.SMALL_N_METHOD}."),
             Figure("performance_profile", "Performance profile (fraction of runs whose "
                    f"normalised score exceeds tau); {a.seeds_phrase()}; no bands. {why}."),
             Figure("poi", "Probability of improvement. Left: P(row > column) point estimates "
@@ -316,7 +317,8 @@ def _aggregate_figures(a: Analysis, fig_dir: Path) -> list[Figure]:
         ]  # fmt: skip
     return [
         Figure("aggregate_intervals", f"Aggregate normalised {a.kind} scores (dot: point "
-               f"estimate, bar: interval); {a.seeds_phrase()}; {a.bootstrap_phrase()}."),
+               f"estimate, bar: interval; all panels on one scale); {a.seeds_phrase()}; "
+               f"{a.bootstrap_phrase()}."),
         Figure("performance_profile", "Performance profile (fraction of runs whose normalised "
                f"score exceeds tau); {a.seeds_phrase()}; pointwise bands: "
                f"{a.bootstrap_phrase(profile_reps)}."),

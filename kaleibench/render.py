@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kaleibench.utils.io import atomic_write_bytes
+from kaleibench.utils.io import atomic_write_bytes, read_json_object
 from kaleibench.utils.seeding import eval_seeds
 
 DEFAULT_SIZE = 240
@@ -194,17 +194,14 @@ def best_run(runs: list[Any], score_key: str) -> Any | None:
     return max(sorted(done, key=lambda r: r.seed), key=lambda r: float(r.final[score_key]))
 
 
-def _policy_sha256(run: Any, policy: str | None = None) -> str | None:
+def _policy_sha256(run: Any) -> str | None:
     """The SHA-256 of the run's ``best.pt`` (else ``final.pt``) as recorded in its status.json
     when the run completed: known even after the policy files were left out of a copy."""
-    import json
-
     try:
-        sums = json.loads((Path(run.path) / "status.json").read_text()).get("sha256") or {}
+        sums = read_json_object(Path(run.path) / "status.json").get("sha256") or {}
     except (OSError, ValueError):
         return None
-    names = [f"{policy}.pt"] if policy else ["best.pt", "final.pt"]
-    return next((sums[n] for n in names if n in sums), None)
+    return next((sums[n] for n in ("best.pt", "final.pt") if n in sums), None)
 
 
 def _provenance_path(gif: Path) -> Path:
@@ -233,8 +230,6 @@ def kept_replay(run: Any, gif: Path, search: list[Path], size: int,
     used only when its recorded policy checksum equals the one the run's status.json recorded
     for its policy, its GIF's checksum matches, and it was made with the same size and number
     of candidate episodes. Copied to ``gif`` when found elsewhere. None otherwise."""
-    import json
-
     from kaleibench.harness.integrity import sha256_file
 
     want = _policy_sha256(run)
@@ -243,7 +238,7 @@ def kept_replay(run: Any, gif: Path, search: list[Path], size: int,
     for folder in dict.fromkeys(Path(d) for d in search):
         source, meta_path = folder / gif.name, _provenance_path(folder / gif.name)
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json_object(meta_path)
             if (meta.get("policy_sha256") != want or meta.get("size") != size
                     or meta.get("candidates") != candidates
                     or sha256_file(source) != meta.get("gif_sha256")):

@@ -243,6 +243,12 @@ def test_missing_run_folder_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert str(empty / "spec.json") in capsys.readouterr().err
 
 
+def _one_run_results(trained: tuple[Path, dict[str, object]], results: Path) -> Path:
+    """A results folder holding the trained run as qmix / spread / seed 1."""
+    shutil.copytree(trained[0], results / "qmix" / "mpe__spread-v0" / "seed_1")
+    return results
+
+
 def test_report_embeds_one_replay_per_cell(
     trained: tuple[Path, dict[str, object]], tmp_path: Path
 ) -> None:
@@ -250,9 +256,7 @@ def test_report_embeds_one_replay_per_cell(
 
     from kaleibench.analysis.report import write_report
 
-    run_dir, _ = trained
-    results = tmp_path / "results"
-    shutil.copytree(run_dir, results / "qmix" / "mpe__spread-v0" / "seed_1")
+    results = _one_run_results(trained, tmp_path / "results")
     text = write_report(results, tmp_path / "report", reps=200).read_text()
     gif = tmp_path / "report" / "replays" / "qmix__mpe__spread-v0.gif"
     assert "### Replays" in text and "](replays/qmix__mpe__spread-v0.gif)" in text
@@ -269,9 +273,7 @@ def test_a_copy_without_policies_reuses_the_replay_of_the_same_policy(
 
     from kaleibench.analysis.report import write_report
 
-    run_dir, _ = trained
-    full = tmp_path / "full"
-    shutil.copytree(run_dir, full / "qmix" / "mpe__spread-v0" / "seed_1")
+    full = _one_run_results(trained, tmp_path / "full")
     write_report(full, full / "report", reps=200)
     made = full / "report" / "replays" / "qmix__mpe__spread-v0.gif"
     meta = json.loads(made.with_suffix(".json").read_text())

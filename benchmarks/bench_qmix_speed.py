@@ -11,7 +11,10 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
   product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass forward
   only; element-wise work not counted) divided by the GFLOP/s one core reaches on the update's
   main product, (B·(T+1)·N, 64) × (64, 192), measured on the same machine in the same run;
-* Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new.
+* Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new;
+* the same figures for the current code with glibc's default ``malloc`` thresholds (without
+  :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
+  where the current update's time goes: its matrix products' CPU time under torch's profiler.
 
 Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
 The versions run as persistent workers asked in turn (old, new, no-C, old, new, ...), so that
@@ -44,6 +47,13 @@ WORKER = r"""
 import json, sys, time
 from kaleibench.utils.threads import use_one_thread
 use_one_thread()
+import os
+try:  # as a training run sets its process up (the old commit has no such step)
+    from kaleibench.utils.memory import keep_freed_memory
+    if os.environ.get("BENCH_KEEP_MEMORY") != "0":
+        keep_freed_memory()
+except ImportError:
+    pass
 import numpy as np
 import torch
 import kaleibench
@@ -58,10 +68,20 @@ for _ in range(4):  # warm buffer: every later episode triggers one update per r
 for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
-for line in sys.stdin:  # "update K": CPU-ms per update; "train S": env-steps per CPU-second
-    cmd, arg = line.split()
+MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+for line in sys.stdin:  # "update K": CPU-ms per update; "train S": env-steps per CPU-second;
+    cmd, arg = line.split()  # "profile K": CPU-ms per update in matrix products, and in all
     start = time.process_time()
-    if cmd == "update":
+    if cmd == "profile":
+        from torch.profiler import profile
+        with profile() as prof:
+            for _ in range(int(arg)):
+                algo.update(1000)
+        events = prof.key_averages()
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
+        total = sum(e.self_cpu_time_total for e in events)
+        out = [matmul / 1e3 / int(arg), total / 1e3 / int(arg)]
+    elif cmd == "update":
         for _ in range(int(arg)):
             algo.update(1000)
         out = (time.process_time() - start) / int(arg) * 1e3
@@ -133,13 +153,14 @@ Root = tuple[Path, dict[str, str]]
 
 
 def _alternate(roots: dict[str, Root], variant: str, command: str,
-               rounds: int) -> dict[str, float]:
-    """Median of ``command`` answers from one persistent worker per root, asked in turn."""
+               rounds: int) -> dict[str, Any]:
+    """Median of ``command`` answers (a number, or a list of numbers: each entry's median) from
+    one persistent worker per root, asked in turn."""
     workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
                                      env={**single_thread_env(root), **extra}, cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for tag, (root, extra) in roots.items()}
-    answers: dict[str, list[float]] = {tag: [] for tag in workers}
+    answers: dict[str, list[Any]] = {tag: [] for tag in workers}
     try:
         for w in workers.values():
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
@@ -148,13 +169,14 @@ def _alternate(roots: dict[str, Root], variant: str, command: str,
                 assert w.stdin is not None and w.stdout is not None
                 w.stdin.write(command + "\n")
                 w.stdin.flush()
-                answers[tag].append(float(json.loads(w.stdout.readline())))
+                answers[tag].append(json.loads(w.stdout.readline()))
     finally:
         for w in workers.values():
             if w.stdin is not None:
                 w.stdin.close()
             w.wait()
-    return {tag: statistics.median(v) for tag, v in answers.items()}
+    return {tag: [statistics.median(x) for x in zip(*v, strict=True)]
+            if isinstance(v[0], list) else statistics.median(v) for tag, v in answers.items()}
 
 
 def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
@@ -165,13 +187,16 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
     def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             roots = {"old": (export_commit(OLD_COMMIT, Path(tmp)), {}), "new": (REPO, {}),
-                     "no-C": (REPO, {"KALEIBENCH_NATIVE": "0"})}
+                     "no-C": (REPO, {"KALEIBENCH_NATIVE": "0"}),
+                     "malloc": (REPO, {"BENCH_KEEP_MEMORY": "0"})}
             probe = _probe(CPU_SECONDS / 3)
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS)
+            m["matmul ms"], m["profiled ms"] = _alternate({"new": roots["new"]}, "qmix",
+                                                          "profile 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
 
@@ -188,12 +213,23 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
         f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x)")
     RATIO_LINES.append(
+        f"where the new update's time goes (torch profiler, 10 updates): matrix products "
+        f"{m['matmul ms']:.2f} ms = {m['matmul ms'] / m['new qmix']:.0%} of the unprofiled "
+        f"{m['new qmix']:.2f} ms, at {update_flops() / m['matmul ms'] / 1e6:.0f} GFLOP/s "
+        f"({update_flops() / m['matmul ms'] / 1e6 / (m['floor'] / 1e9):.0%} of the main "
+        f"product's rate); everything else {m['new qmix'] - m['matmul ms']:.2f} ms")
+    RATIO_LINES.append(
         f"the C gate kernels (KALEIBENCH_NATIVE=0 forces the torch path): training new "
         f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "
         f"{m['new train'] / m['no-C train']:.2f}x; update {m['new qmix']:.2f} / "
         f"{m['no-C qmix']:.2f} ms = {m['new qmix'] / m['no-C qmix']:.2f}x; no-C update "
         f"{m['no-C qmix'] / floor_ms:.2f}x the floor")
-    for tag in ("new", "no-C", "old"):
+    RATIO_LINES.append(
+        f"freed memory kept in the process (no page faults on the work tensors): training new "
+        f"{m['new train']:.0f} / glibc default {m['malloc train']:.0f} = "
+        f"{m['new train'] / m['malloc train']:.2f}x; update {m['new qmix']:.2f} / "
+        f"{m['malloc qmix']:.2f} ms = {m['new qmix'] / m['malloc qmix']:.2f}x")
+    for tag in ("new", "no-C", "malloc", "old"):
         RATIO_LINES.append(
             f"{tag}: kalei-qmix update {m[f'{tag} kalei-qmix']:.2f} ms / qmix-1r3 "
             f"{m[f'{tag} qmix-1r3']:.2f} ms = "

@@ -42,6 +42,7 @@ from kaleibench.train.timing import RunClock
 from kaleibench.utils import io
 from kaleibench.utils.fingerprint import numerics_fingerprint
 from kaleibench.utils.interrupt import GracefulStop
+from kaleibench.utils.memory import keep_freed_memory
 from kaleibench.utils.provenance import git_sha, package_versions, platform_string
 from kaleibench.utils.seeding import eval_seeds, numpy_stream
 from kaleibench.utils.threads import use_one_thread
@@ -335,6 +336,7 @@ class Run:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         use_one_thread()
+        keep_freed_memory()  # no page faults on the learner's work tensors; same values
         resumed = self.load_checkpoint()
         self._prepare_files(resumed)
         st, spec = self.state, self.spec

@@ -4,13 +4,14 @@ A QMIX update allocates and frees a few dozen float32 tensors of 0.1–2 MB (the
 gradients over all steps, the input projection, the mixer's activations). glibc's ``malloc``
 serves blocks above its mmap threshold with fresh ``mmap`` pages and gives the top of the heap
 back to the kernel when more than its trim threshold is free; either way the next update touches
-new pages, and each 4 KiB page costs a page fault. Measured on an AMD EPYC (one thread, spread):
-~450 minor page faults per update and ~1 ms of its ~14 ms.
+new pages, and each 4 KiB page costs a page fault. Measured on an AMD EPYC (one thread, spread),
+processes asked in turn: ~400 minor page faults per update, ~0.8 ms of a ~13.5 ms update.
 
 :func:`keep_freed_memory` raises both thresholds (``mallopt``), so freed blocks stay in the heap
 and are reused by the next update. Only where memory goes changes, never a value computed: the
 results are bit for bit the same. The cost is memory that stays mapped after its peak use, at
-most the process's peak working set.
+most the process's peak working set; a QMIX training process peaked at 393 MB with and without
+(20 CPU-seconds of training on spread).
 """
 
 from __future__ import annotations

@@ -27,12 +27,12 @@ env = kaleibench.make("mpe/spread-v0", n_envs=8, seed=0)
 algo = load_variant("qmix").build(EnvInfo.of(env, 10**6), seed=0)
 for _ in range(4):
     algo.buffer.insert(collect(env, algo, 0, True).batch)
-for _ in range(3):
+for _ in range(10):  # the heap grows to its working size
     algo.update(1000)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(6):
+for _ in range(40):  # glibc gives memory back in bursts: count over many updates
     algo.update(1000)
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 6
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in algo.params)).hexdigest()
 print(json.dumps({"faults": faults, "params": digest}))
 """
@@ -50,7 +50,8 @@ def test_kept_memory_removes_the_updates_page_faults_and_changes_no_value() -> N
     if not keep_freed_memory():
         pytest.skip("this libc has no mallopt")
     default, kept = _updates("default"), _updates("keep")
-    assert kept["params"] == default["params"]  # 9 updates: the same parameters, bit for bit
+    assert kept["params"] == default["params"]  # 50 updates: the same parameters, bit for bit
     assert isinstance(kept["faults"], float) and isinstance(default["faults"], float)
-    assert kept["faults"] < 50, kept  # ~450 per update without (AMD EPYC, glibc 2.36)
+    # measured (AMD EPYC, glibc 2.36, 40 updates): 0.1-12 per update kept, 280-490 without
+    assert kept["faults"] < 50, (kept, default)
     assert kept["faults"] < default["faults"]

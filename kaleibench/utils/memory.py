@@ -5,7 +5,7 @@ gradients over all steps, the input projection, the mixer's activations). glibc'
 serves blocks above its mmap threshold with fresh ``mmap`` pages and gives the top of the heap
 back to the kernel when more than its trim threshold is free; either way the next update touches
 new pages, and each 4 KiB page costs a page fault. Measured on an AMD EPYC (one thread, spread),
-processes asked in turn: ~400 minor page faults per update, ~0.8 ms of a ~13.5 ms update.
+processes asked in turn: 280–490 minor page faults per update, ~0.8 ms of a ~13.5 ms update.
 
 :func:`keep_freed_memory` raises both thresholds (``mallopt``), so freed blocks stay in the heap
 and are reused by the next update. Only where memory goes changes, never a value computed: the

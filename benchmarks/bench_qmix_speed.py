@@ -70,17 +70,15 @@ for _ in range(5):
 print("ready", flush=True)
 MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
 for line in sys.stdin:  # "update K": CPU-ms per update; "train S": env-steps per CPU-second;
-    cmd, arg = line.split()  # "profile K": CPU-ms per update in matrix products, and in all
+    cmd, arg = line.split()  # "profile K": CPU-ms per update spent in matrix products
     start = time.process_time()
     if cmd == "profile":
         from torch.profiler import profile
         with profile() as prof:
             for _ in range(int(arg)):
                 algo.update(1000)
-        events = prof.key_averages()
-        matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMULS)
-        total = sum(e.self_cpu_time_total for e in events)
-        out = [matmul / 1e3 / int(arg), total / 1e3 / int(arg)]
+        matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
+        out = matmul / 1e3 / int(arg)
     elif cmd == "update":
         for _ in range(int(arg)):
             algo.update(1000)
@@ -153,14 +151,13 @@ Root = tuple[Path, dict[str, str]]
 
 
 def _alternate(roots: dict[str, Root], variant: str, command: str,
-               rounds: int) -> dict[str, Any]:
-    """Median of ``command`` answers (a number, or a list of numbers: each entry's median) from
-    one persistent worker per root, asked in turn."""
+               rounds: int) -> dict[str, float]:
+    """Median of ``command`` answers from one persistent worker per root, asked in turn."""
     workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
                                      env={**single_thread_env(root), **extra}, cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for tag, (root, extra) in roots.items()}
-    answers: dict[str, list[Any]] = {tag: [] for tag in workers}
+    answers: dict[str, list[float]] = {tag: [] for tag in workers}
     try:
         for w in workers.values():
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
@@ -169,14 +166,13 @@ def _alternate(roots: dict[str, Root], variant: str, command: str,
                 assert w.stdin is not None and w.stdout is not None
                 w.stdin.write(command + "\n")
                 w.stdin.flush()
-                answers[tag].append(json.loads(w.stdout.readline()))
+                answers[tag].append(float(json.loads(w.stdout.readline())))
     finally:
         for w in workers.values():
             if w.stdin is not None:
                 w.stdin.close()
             w.wait()
-    return {tag: [statistics.median(x) for x in zip(*v, strict=True)]
-            if isinstance(v[0], list) else statistics.median(v) for tag, v in answers.items()}
+    return {tag: statistics.median(v) for tag, v in answers.items()}
 
 
 def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
@@ -195,8 +191,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS)
-            m["matmul ms"], m["profiled ms"] = _alternate({"new": roots["new"]}, "qmix",
-                                                          "profile 10", 3)["new"]
+            m["matmul ms"] = _alternate({"new": roots["new"]}, "qmix", "profile 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
 

@@ -25,7 +25,8 @@ M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter numbers (malloc.h)."""
 
 MMAP_THRESHOLD = 32 * 2**20
-"""Blocks below this come from the heap (32 MiB: glibc's largest allowed value on 64-bit)."""
+"""Blocks below this come from the heap (32 MiB: the ceiling of glibc's own dynamic threshold on
+64-bit, so larger blocks, such as a replay buffer's storage, are still mapped on their own)."""
 TRIM_THRESHOLD = 512 * 2**20
 """Free memory at the top of the heap given back to the kernel only beyond this."""
 

@@ -2,15 +2,19 @@
 
 Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected episode):
 
-* QMIX training env-steps per CPU-second (collect + update, the training loop's work, with a warm
-  buffer: steady state) for the current code, for the current code with the GRU's C kernels
-  switched off (``KALEIBENCH_NATIVE=0``: its torch path) and for the code before the learner
-  speed work (commit ``b1385bd``, exported with ``git archive`` into a temporary folder), and
-  each ÷ raw mpe2 single-env stepping (random actions, one ``parallel_env``);
-* one QMIX update in CPU-ms, old and new, and ÷ the update's FLOP floor: the update's matrix-
-  product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass forward
-  only; element-wise work not counted) divided by the GFLOP/s one core reaches on the update's
-  main product, (B·(T+1)·N, 64) × (64, 192), measured on the same machine in the same run;
+* QMIX training env-steps per CPU-second (collect + update, the training loop's work, with a
+  warm buffer: steady state; the buffer grows from 32 episodes as in a run's first ~75k steps,
+  and the share of target passes reused from the cache is printed) for the current code, for
+  the current code with the GRU's C kernels switched off (``KALEIBENCH_NATIVE=0``: its torch
+  path) and for the code before the learner speed work (commit ``b1385bd``, exported with
+  ``git archive`` into a temporary folder), and each ÷ raw mpe2 single-env stepping (random
+  actions, one ``parallel_env``);
+* one QMIX update in CPU-ms, old and new, with its target pass computed (the reuse cache is
+  cleared before each one), and ÷ the update's FLOP floor: the update's matrix-product FLOPs
+  (forward = 2·rows·in·out per layer, backward twice that, target pass forward only;
+  element-wise work not counted) divided by the GFLOP/s one core reaches on the update's main
+  product, (B·(T+1)·N, 64) × (64, 192), measured on the same machine in the same run; and the
+  update with every target pass reused, against the floor without that pass;
 * Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new;
 * the same figures for the current code with glibc's default ``malloc`` thresholds (without
   :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
@@ -62,6 +66,7 @@ from kaleibench.algos.base import EnvInfo
 from kaleibench.train.rollout import collect
 
 env = kaleibench.make("mpe/spread-v0", n_envs=8, seed=0)
+env.entity_view = False  # as a training run of the QMIX family sets it (no-op where unknown)
 algo = load_variant(sys.argv[1]).build(EnvInfo.of(env, 10**6), seed=0)
 for _ in range(4):  # warm buffer: every later episode triggers one update per row
     algo.buffer.insert(collect(env, algo, 0, True).batch)
@@ -69,26 +74,40 @@ for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
 MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
-for line in sys.stdin:  # "update K": CPU-ms per update; "train S": env-steps per CPU-second;
-    cmd, arg = line.split()  # "profile K": CPU-ms per update spent in matrix products
-    start = time.process_time()
-    if cmd == "profile":
+cache = getattr(algo, "target_cache", None)  # reused target Q-values (absent in old code)
+hits: list[float] = []
+
+
+def update(reuse):
+    if cache is not None and not reuse:
+        cache.clear()  # the whole update's work: its target pass included
+    algo.update(1000)
+
+
+for line in sys.stdin:  # "update K": CPU-ms per update (target pass computed), "cached K": the
+    cmd, arg = line.split()  # same with every target pass reused; "train S": env-steps per
+    start = time.process_time()  # CPU-second; "hits 0": mean reuse rate in "train" so far;
+    if cmd == "profile":  # "profile K": CPU-ms per update spent in matrix products
         from torch.profiler import profile
         with profile() as prof:
             for _ in range(int(arg)):
-                algo.update(1000)
+                update(False)
         matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
         out = matmul / 1e3 / int(arg)
-    elif cmd == "update":
+    elif cmd in ("update", "cached"):
         for _ in range(int(arg)):
-            algo.update(1000)
+            update(cmd == "cached")
         out = (time.process_time() - start) / int(arg) * 1e3
+    elif cmd == "hits":
+        out = sum(hits) / len(hits) if hits else -1.0
     else:
         steps = 0
         while time.process_time() - start < float(arg):
             ro = collect(env, algo, 100_000, explore=True)
-            algo.train_on(ro.batch, 100_000)
+            stats = algo.train_on(ro.batch, 100_000)
             steps += ro.steps
+            if "target_cache_hit_rate" in stats:
+                hits.append(stats["target_cache_hit_rate"])
         out = steps / (time.process_time() - start)
     print(json.dumps(out), flush=True)
 """
@@ -123,18 +142,20 @@ print(json.dumps({"flops": sorted(rates)[3], "raw": raw}))
 
 
 def update_flops(b: int = 32, t: int = 25, n: int = 3, obs: int = 18, state: int = 54,
-                 a: int = 5, h: int = 64, embed: int = 32, hyper: int = 64) -> float:
+                 a: int = 5, h: int = 64, embed: int = 32, hyper: int = 64,
+                 target_agent: bool = True) -> float:
     """Matrix-product FLOPs of one QMIX update on spread (agent id in the input).
 
     Per forward: agent over B·(T+1)·N rows (fc1, GRU input and recurrent products, fc2), mixer
     over B·T rows (first layers of the four hypernetworks, then W1, Wf and V's second layers).
-    The online pass costs forward + backward (3× forward), the target pass forward only: 4×.
+    The online pass costs forward + backward (3× forward), the target pass forward only: 4×
+    (3× for the agent network when its target pass is reused, ``target_agent=False``).
     """
     rows = b * (t + 1) * n
     agent = 2 * rows * ((obs + n) * h + h * 3 * h + h * 3 * h + h * a)
     mixer = 2 * b * t * (state * (hyper + hyper + embed + embed)
                          + hyper * embed * n + hyper * embed + embed)
-    return 4.0 * (agent + mixer)
+    return (4.0 if target_agent else 3.0) * agent + 4.0 * mixer
 
 
 def _probe(seconds: float) -> dict[str, float]:
@@ -150,9 +171,10 @@ Root = tuple[Path, dict[str, str]]
 """Where a worker imports kaleibench from, and extra environment variables."""
 
 
-def _alternate(roots: dict[str, Root], variant: str, command: str,
-               rounds: int) -> dict[str, float]:
-    """Median of ``command`` answers from one persistent worker per root, asked in turn."""
+def _alternate(roots: dict[str, Root], variant: str, command: str, rounds: int,
+               then: str | None = None) -> dict[str, float]:
+    """Median of ``command`` answers from one persistent worker per root, asked in turn; with
+    ``then``, also each worker's answer to it afterwards (key ``"<tag> then"``)."""
     workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
                                      env={**single_thread_env(root), **extra}, cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -167,6 +189,11 @@ def _alternate(roots: dict[str, Root], variant: str, command: str,
                 w.stdin.write(command + "\n")
                 w.stdin.flush()
                 answers[tag].append(float(json.loads(w.stdout.readline())))
+        for tag, w in workers.items():
+            if then is not None and w.stdin is not None and w.stdout is not None:
+                w.stdin.write(then + "\n")
+                w.stdin.flush()
+                answers[f"{tag} then"] = [float(json.loads(w.stdout.readline()))]
     finally:
         for w in workers.values():
             if w.stdin is not None:
@@ -190,7 +217,10 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
-            rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS)
+            m["new cached"] = _alternate({"new": roots["new"]}, "qmix", "cached 10",
+                                         6 * ROUNDS)["new"]
+            rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS, "hits 0")
+            m["hits"] = rates["new then"]
             m["matmul ms"] = _alternate({"new": roots["new"]}, "qmix", "profile 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
@@ -207,6 +237,13 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['new qmix'] / m['old qmix']:.2f}x; FLOP floor {update_flops() / 1e9:.2f} GFLOP at "
         f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
         f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x)")
+    reused_ms = update_flops(target_agent=False) / m["floor"] * 1e3
+    RATIO_LINES.append(
+        f"target Q-values reused between target syncs: the training above reused "
+        f"{m['hits']:.0%} of its sampled episodes' target passes (a run of 50k steps reuses "
+        f"~83 %, 200k ~57 %, 2M ~44 %); an update with every target pass reused "
+        f"{m['new cached']:.2f} ms = {m['new cached'] / reused_ms:.2f}x its own floor "
+        f"({reused_ms:.2f} ms), with none reused {m['new qmix']:.2f} ms")
     RATIO_LINES.append(
         f"where the new update's time goes (torch profiler, 10 updates): matrix products "
         f"{m['matmul ms']:.2f} ms = {m['matmul ms'] / m['new qmix']:.0%} of the unprofiled "

@@ -57,6 +57,32 @@ def test_tasks_without_subtasks_have_no_view() -> None:
         entity_layout(task_spec("mpe/tag-v0"))
 
 
+@pytest.mark.parametrize("backend", ["mpe2", "numpy"])
+def test_switching_the_view_off_drops_it_and_changes_nothing_else(backend: str) -> None:
+    on = make("mpe/spread-v0", n_envs=2, seed=0, backend=backend)
+    off = make("mpe/spread-v0", n_envs=2, seed=0, backend=backend)
+    off.entity_view = False
+    a, b = on.reset(seeds=[5, 6]), off.reset(seeds=[5, 6])
+    for _ in range(4):
+        assert set(a.info) >= set(ENTITY_KEYS) and set(b.info) == {"agent_rewards"}
+        for field in ("obs", "state", "avail_actions", "reward", "terminated", "truncated"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        act = np.array([[1, 2, 3], [4, 0, 1]])
+        a, b = on.step(act), off.step(act)
+
+
+def test_a_training_run_builds_the_view_only_for_learners_that_read_it(tmp_path) -> None:
+    from kaleibench.algos import load_variant
+    from kaleibench.train.loop import Run
+    from kaleibench.train.spec import RunSpec
+
+    for variant, wanted in (("qmix", False), ("alma-alloc", True)):
+        spec = RunSpec(suite="t", variant=load_variant(variant), task="mpe/spread-v0", seed=0,
+                       t_max=100, n_envs=2)
+        run = Run(spec, tmp_path, progress=False)
+        assert run.env.entity_view is wanted and run.eval_env.entity_view is wanted
+
+
 class _ListingPolicy:
     """A random policy that asks the rollout to store the entity view."""
 

@@ -120,6 +120,35 @@ def test_the_fingerprint_tells_runs_with_and_without_the_kernels_apart(
     assert without["hash"] != with_c["hash"]
 
 
+def test_the_fingerprint_changes_with_the_arithmetic_revision(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaleibench.utils import fingerprint
+
+    now = numerics_fingerprint()
+    assert now["arithmetic"] == fingerprint.ARITHMETIC
+    monkeypatch.setattr(fingerprint, "ARITHMETIC", fingerprint.ARITHMETIC + 1)
+    assert numerics_fingerprint()["hash"] != now["hash"]
+    monkeypatch.setattr(fingerprint, "ARITHMETIC", 1)  # before the field: no such key
+    assert "arithmetic" not in numerics_fingerprint()
+
+
+@needs_cc
+def test_the_acting_step_is_the_unroll_step_and_nn_grus() -> None:
+    """An agent acts through the learner's step: the same values as the unroll and nn.GRU."""
+    from kaleibench.nn.rnn_agent import gru_step
+
+    rnn, x = _gru()
+    with torch.no_grad():
+        seq = native_gru.gru_sequence_native(x, rnn.weight_ih_l0, rnn.weight_hh_l0,
+                                             rnn.bias_ih_l0, rnn.bias_hh_l0)  # (T, M, H)
+        h = torch.zeros(2, 4)
+        for t in range(x.shape[0]):
+            h = gru_step(rnn, x[t], h)
+            torch.testing.assert_close(h, seq[t], rtol=1e-6, atol=1e-7)
+            _, ref = rnn(x[t][None], seq[t - 1][None] if t else torch.zeros(1, 2, 4))
+            torch.testing.assert_close(h, ref[0], rtol=1e-5, atol=1e-6)
+
+
 @needs_cc
 def test_saturated_gates_stay_finite_and_match_nn_gru() -> None:
     """Pre-activations far outside exp's float range (clamped in the kernel) saturate like

@@ -22,6 +22,7 @@ from torch import nn
 
 from kaleibench.algos.base import EnvInfo, done_mask, resolve_timeout_is_terminal
 from kaleibench.algos.qlearning import QLearningConfig
+from kaleibench.algos.target_cache import TargetQCache
 from kaleibench.envs.base import TimeStep
 from kaleibench.losses import (
     RunningMeanStd,
@@ -134,6 +135,10 @@ def reinit_(module: nn.Module, gen: torch.Generator) -> None:
                     p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
 
 
+_EMPTY_CACHE: dict[str, Any] = {"slots": torch.zeros(0, dtype=torch.long), "ids": None,
+                                "values": None}
+
+
 class Qmix:
     """QMIX learner; with ``regulariser`` the update minimises ``td + regulariser``."""
 
@@ -159,6 +164,8 @@ class Qmix:
         self.params = list(self.agent.parameters()) + list(self.mixer.parameters())
         self.optimiser = torch.optim.Adam(self.params, lr=config.lr, fused=True)  # 1 kernel
         self.buffer = ReplayBuffer(config.buffer_size)
+        self.target_cache = TargetQCache(config.buffer_size) if config.target_tau == 0 else None
+        """Target Q-values of stored episodes between hard syncs (none with Polyak updates)."""
         self.reward_ms = RunningMeanStd()
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish,
                                       config.epsilon_anneal_time)
@@ -231,6 +238,21 @@ class Qmix:
         inputs = self.build_inputs(obs, last, t)  # (B, T+1, N, I)
         return agent.unroll(inputs)  # fused whole-sequence recurrence
 
+    def target_q(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Q⁻ of the target agent over all T+1 steps (B, T+1, N, A), without gradient.
+
+        Between hard target syncs an episode's target Q-values do not change: episodes drawn
+        again since the last sync are read from :class:`TargetQCache`, the others computed.
+        """
+        if self.target_cache is None or batch.slots is None or batch.ids is None:
+            return self.unroll(self.target_agent, batch)
+        b = batch.batch_size
+
+        def compute(rows: torch.Tensor) -> torch.Tensor:
+            return self.unroll(self.target_agent, batch if len(rows) == b else batch.select(rows))
+
+        return self.target_cache.get(batch.slots, batch.ids, compute)
+
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps.
 
@@ -250,7 +272,7 @@ class Qmix:
         q = self.unroll(self.agent, batch)  # (B, T+1, N, A)
         q_taken = q[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, T, N)
         with torch.no_grad():
-            q_target = self.unroll(self.target_agent, batch)[:, 1:]  # (B, T, N, A)
+            q_target = self.target_q(batch)[:, 1:]  # (B, T, N, A)
             online_next = q[:, 1:].detach() if self.cfg.double_q else q_target
             q_next = double_q_next_values(online_next, q_target, avail[:, 1:])  # (B, T, N)
             state = self.mixer_state(batch)  # (B, T+1, S)
@@ -271,6 +293,8 @@ class Qmix:
             "target_mean": float((y * mask).sum() / n),
             **self.divergence_stats(reward, y, mask),
         }
+        if self.target_cache is not None:
+            stats["target_cache_hit_rate"] = self.target_cache.last_hit_rate
         return loss, stats
 
     def divergence_stats(self, reward: torch.Tensor, y: torch.Tensor,
@@ -323,9 +347,11 @@ class Qmix:
         return stats
 
     def sync_targets(self) -> None:
-        """Hard copy online → target."""
+        """Hard copy online → target (the cached target Q-values are then stale)."""
         self.target_agent.load_state_dict(self.agent.state_dict())
         self.target_mixer.load_state_dict(self.mixer.state_dict())
+        if self.target_cache is not None:
+            self.target_cache.clear()
 
     @torch.no_grad()
     def soft_update_targets(self, tau: float) -> None:
@@ -368,6 +394,7 @@ class Qmix:
             "reward_ms": self.reward_ms.state_dict(), "n_updates": self.n_updates,
             "act_gen": self.act_gen.get_state(), "sample_gen": self.sample_gen.get_state(),
             "regulariser": self.regulariser.state_dict() if self.regulariser else {},
+            "target_cache": self.target_cache.state_dict() if self.target_cache else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,3 +411,5 @@ class Qmix:
         self.sample_gen.set_state(state["sample_gen"])
         if self.regulariser is not None:
             self.regulariser.load_state_dict(state["regulariser"])
+        if self.target_cache is not None:  # a checkpoint without one: recompute the targets
+            self.target_cache.load_state_dict(state.get("target_cache") or _EMPTY_CACHE)

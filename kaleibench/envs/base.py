@@ -104,6 +104,8 @@ class BatchedTask(Protocol):
     state_dim: int
     n_actions: int
     episode_limit: int
+    entity_view: bool
+    """Whether time steps carry the entity view (subtask tasks; may be switched off)."""
 
     def reset(self, seeds: Sequence[int] | None = None) -> TimeStep:
         """Start a new episode in every row; ``seeds`` (one per row) fix the episodes."""

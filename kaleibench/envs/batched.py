@@ -148,6 +148,9 @@ class NumpyTask:
         self._t = 0
         self._done = np.zeros(n_envs, dtype=bool)
         self._layout = entity_layout(spec) if spec.has_subtasks else None
+        self.entity_view = self._layout is not None
+        """Whether time steps carry the entity view in ``info`` (tasks with subtasks only). A
+        learner that never reads it (the QMIX family) may switch it off: nothing else changes."""
 
     def _timestep(self, agent_rewards: np.ndarray, trunc: np.ndarray) -> TimeStep:
         full = self.scenario.team_obs(self.world)  # (B, N, O) float32
@@ -158,7 +161,7 @@ class NumpyTask:
         obs = full if self._sight is None else observe(self._sight, full, pos)
         reward = agent_rewards.sum(axis=1).astype(np.float32)
         info: dict[str, np.ndarray] = {"agent_rewards": agent_rewards}
-        if self._layout is not None:  # the entity view (subtasks)
+        if self._layout is not None and self.entity_view:  # the entity view (subtasks)
             goal = w.goal[0] if w.goal.shape[0] else np.zeros(self.n_envs, dtype=np.int64)
             vel = w.vel.transpose(2, 0, 1)  # (B, E, 2) view
             info.update(entity_view(self._layout, pos, vel, goal, reward if self._t > 0 else None,

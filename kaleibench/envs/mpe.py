@@ -61,6 +61,9 @@ class Mpe2Task:
         self._last_raw_obs: list[dict[str, np.ndarray]] = [{} for _ in range(n_envs)]
         self._done = np.zeros(n_envs, dtype=bool)
         self._layout = entity_layout(spec) if spec.has_subtasks else None
+        self.entity_view = self._layout is not None
+        """Whether time steps carry the entity view in ``info`` (tasks with subtasks only). A
+        learner that never reads it (the QMIX family) may switch it off: nothing else changes."""
 
     # ------------------------------------------------------------------ helpers
     def _positions(self) -> np.ndarray:
@@ -97,7 +100,7 @@ class Mpe2Task:
         avail = np.broadcast_to(self._avail, (self.n_envs, *self._avail.shape)).copy()
         reward = agent_rewards.sum(axis=1).astype(np.float32)
         info: dict[str, Any] = {"agent_rewards": agent_rewards}
-        if self._layout is not None:
+        if self._layout is not None and self.entity_view:
             info.update(self._entity_info(reward if self._t > 0 else None))
         return TimeStep(
             obs=obs,

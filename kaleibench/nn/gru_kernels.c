@@ -1,6 +1,7 @@
 /* GRU gate arithmetic for kaleibench's learner: one call per time step for all M rows.
  *
- * The matrix products (W_ih x + b_ih for all steps, W_hh h + b_hh per step) stay in torch;
+ * The matrix products (W_ih x for all steps, W_hh h per step) stay in torch, the biases are
+ * added here;
  * these loops do the element-wise part of a step, which torch and numpy spread over 5-8 calls
  * of a few microseconds each. Gate layout as torch.nn.GRU: rows (r, z, n) of width H.
  *
@@ -37,15 +38,19 @@ static inline float exp_f(float x) {
 static inline float sigmoid_f(float a) { return 1.0f / (1.0f + exp_f(-a)); }
 static inline float tanh_f(float a) { return 2.0f / (1.0f + exp_f(-2.0f * a)) - 1.0f; }
 
-/* One GRU step for M rows: gi (M,3H) = W_ih x_t + b_ih, gh (M,3H) = W_hh h_{t-1} + b_hh,
-   hp (M,H) = h_{t-1} -> hn (M,H) = h_t; when save != 0 also r, z, n and ghn = W_hn h + b_hn
-   (each (M,H)), which the backward step needs. */
-void gru_fwd_step(const float* restrict gi, const float* restrict gh, const float* restrict hp,
-                  float* restrict hn, float* restrict r_o, float* restrict z_o,
-                  float* restrict n_o, float* restrict g_o, int64_t M, int64_t H, int save) {
+/* One GRU step for M rows: gi (M,3H) = W_ih x_t, gh (M,3H) = W_hh h_{t-1} (products without
+   their biases), bi = b_ih and bh = b_hh (3H each), hp (M,H) = h_{t-1} -> hn (M,H) = h_t; when
+   save != 0 also r, z, n and ghn = W_hn h + b_hn (each (M,H)), which the backward step needs.
+   Each bias is added to its own product before anything else, (W x) + b, the value a matrix
+   product with the bias as its initial output gives; adding it here spares copying the bias
+   into every row of the output first. */
+void gru_fwd_step(const float* restrict gi, const float* restrict gh, const float* restrict bi,
+                  const float* restrict bh, const float* restrict hp, float* restrict hn,
+                  float* restrict r_o, float* restrict z_o, float* restrict n_o,
+                  float* restrict g_o, int64_t M, int64_t H, int save) {
   for (int64_t m = 0; m < M; ++m) {
-    const float* a = gi + m * 3 * H;
-    const float* b = gh + m * 3 * H;
+    const float* ai = gi + m * 3 * H;
+    const float* bb = gh + m * 3 * H;
     const float* p = hp + m * H;
     float* o = hn + m * H;
     if (save) {
@@ -55,19 +60,19 @@ void gru_fwd_step(const float* restrict gi, const float* restrict gh, const floa
       float* go = g_o + m * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        float r = sigmoid_f(a[j] + b[j]);
-        float z = sigmoid_f(a[H + j] + b[H + j]);
-        float ghn = b[2 * H + j];
-        float n = tanh_f(a[2 * H + j] + r * ghn);
+        float r = sigmoid_f((ai[j] + bi[j]) + (bb[j] + bh[j]));
+        float z = sigmoid_f((ai[H + j] + bi[H + j]) + (bb[H + j] + bh[H + j]));
+        float ghn = bb[2 * H + j] + bh[2 * H + j];
+        float n = tanh_f((ai[2 * H + j] + bi[2 * H + j]) + r * ghn);
         o[j] = n + z * (p[j] - n);
         ro[j] = r; zo[j] = z; no[j] = n; go[j] = ghn;
       }
     } else {
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        float r = sigmoid_f(a[j] + b[j]);
-        float z = sigmoid_f(a[H + j] + b[H + j]);
-        float n = tanh_f(a[2 * H + j] + r * b[2 * H + j]);
+        float r = sigmoid_f((ai[j] + bi[j]) + (bb[j] + bh[j]));
+        float z = sigmoid_f((ai[H + j] + bi[H + j]) + (bb[H + j] + bh[H + j]));
+        float n = tanh_f((ai[2 * H + j] + bi[2 * H + j]) + r * (bb[2 * H + j] + bh[2 * H + j]));
         o[j] = n + z * (p[j] - n);
       }
     }

@@ -7,10 +7,10 @@ Same function as ``torch.nn.GRU`` (one layer, zero initial state, gate layout r,
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t−1} + b_hn))
     h_t = n_t + z_t ⊙ (h_{t−1} − n_t)
 
-Work split: torch does every matrix product — W_ih x + b_ih for all steps at once, one
-``addmm`` per step for W_hh h_{t−1} + b_hh, and after the backward loop the weight and input
-gradients as one product each over all T·M rows — and one C call per step does all the
-element-wise work of that step (forward: the gates and h_t; backward: the gradients of the
+Work split: torch does every matrix product — W_ih x for all steps at once, one ``mm`` per
+step for W_hh h_{t−1}, and after the backward loop the weight and input gradients as one
+product each over all T·M rows — and one C call per step does all the element-wise work of
+that step (forward: the biases, the gates and h_t; backward: the gradients of the
 pre-activations). Everything is time-major with rows (T, M, ·), the layout the agent network
 uses, so nothing is transposed on the way in or out.
 
@@ -40,7 +40,7 @@ def kernels() -> Any | None:
     :func:`kaleibench.utils.native.load`)."""
     lib = native.load(SOURCE)
     if lib is not None and id(lib) not in _DECLARED:
-        lib.gru_fwd_step.argtypes = [_P] * 8 + [_I64, _I64, ctypes.c_int]
+        lib.gru_fwd_step.argtypes = [_P] * 10 + [_I64, _I64, ctypes.c_int]
         lib.gru_fwd_step.restype = None
         lib.gru_bwd_step.argtypes = [_P] * 9 + [_I64, _I64]
         lib.gru_bwd_step.restype = None
@@ -56,31 +56,36 @@ def available() -> bool:
 def _forward(lib: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
              save: bool) -> tuple[Tensor, Tensor | None]:
     """x (T, M, I) contiguous -> hs (T+1, M, H) with hs[0] = 0, and when ``save`` the gates
-    (4, T, M, H) = [r, z, n, W_hn h + b_hn] of every step."""
+    (4, T, M, H) = [r, z, n, W_hn h + b_hn] of every step.
+
+    The products are taken without their biases (``mm``, not ``addmm``): the C step adds b_ih
+    and b_hh, which spares ``addmm``'s copy of the bias into every output row first."""
     t_len, m, i = x.shape
     h = w_hh.shape[1]
-    gi = torch.addmm(b_ih, x.view(t_len * m, i), w_ih.t())  # (T·M, 3H): W_ih x_t + b_ih
+    gi = torch.mm(x.view(t_len * m, i), w_ih.t())  # (T·M, 3H): W_ih x_t, all steps at once
     hs = torch.empty(t_len + 1, m, h)
     hs[0].zero_()
     gates = torch.empty(4, t_len, m, h) if save else None
     gh = torch.empty(m, 3 * h)
     w_hh_t = w_hh.t()
+    b_ih, b_hh = b_ih.detach().contiguous(), b_hh.detach().contiguous()
     block = 4 * m * h  # bytes of one (M, H) float32 step block
     gi_p, hs_p, gh_p = gi.data_ptr(), hs.data_ptr(), gh.data_ptr()
+    bi_p, bh_p = b_ih.data_ptr(), b_hh.data_ptr()
     h_s = hs.unbind(0)
     step = lib.gru_fwd_step
     if gates is None:
         for t in range(t_len):
-            torch.addmm(b_hh, h_s[t], w_hh_t, out=gh)  # W_hh h_{t−1} + b_hh
-            step(gi_p + 3 * t * block, gh_p, hs_p + t * block, hs_p + (t + 1) * block,
-                 None, None, None, None, m, h, 0)  # fmt: skip
+            torch.mm(h_s[t], w_hh_t, out=gh)  # W_hh h_{t−1}
+            step(gi_p + 3 * t * block, gh_p, bi_p, bh_p, hs_p + t * block,
+                 hs_p + (t + 1) * block, None, None, None, None, m, h, 0)  # fmt: skip
         return hs, None
     r_p, z_p, n_p, q_p = (gates[k].data_ptr() for k in range(4))
     for t in range(t_len):
-        torch.addmm(b_hh, h_s[t], w_hh_t, out=gh)
+        torch.mm(h_s[t], w_hh_t, out=gh)
         o = t * block
-        step(gi_p + 3 * o, gh_p, hs_p + o, hs_p + o + block, r_p + o, z_p + o, n_p + o, q_p + o,
-             m, h, 1)  # fmt: skip
+        step(gi_p + 3 * o, gh_p, bi_p, bh_p, hs_p + o, hs_p + o + block, r_p + o, z_p + o,
+             n_p + o, q_p + o, m, h, 1)  # fmt: skip
     return hs, gates
 
 
@@ -157,3 +162,22 @@ def gru_sequence_native(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
     with torch.no_grad():
         hs, _ = _forward(lib, x.contiguous(), w_ih, w_hh, b_ih, b_hh, save=False)
     return hs[1:]
+
+
+def gru_step_native(x: Tensor, h: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                    b_hh: Tensor) -> Tensor:
+    """One step without gradient (acting): x (M, I), h (M, H) = h_{t−1} -> h_t (M, H).
+
+    The gate arithmetic of :func:`gru_sequence_native`'s loop (the same C step), in one call
+    instead of ``nn.GRU``'s checks and dispatch; only the two products' grouping differs from
+    the unroll's (one row block here, all steps at once there)."""
+    lib = kernels()
+    assert lib is not None, "gru_step_native needs the C kernels"
+    m, hd = h.shape
+    gi = torch.mm(x, w_ih.t())  # (M, 3H)
+    gh = torch.mm(h, w_hh.t())  # (M, 3H)
+    h, b_ih, b_hh = h.contiguous(), b_ih.detach().contiguous(), b_hh.detach().contiguous()
+    out = torch.empty(m, hd)
+    lib.gru_fwd_step(gi.data_ptr(), gh.data_ptr(), b_ih.data_ptr(), b_hh.data_ptr(),
+                     h.data_ptr(), out.data_ptr(), None, None, None, None, m, hd, 0)
+    return out

@@ -5,11 +5,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kaleibench.nn import native_gru
 from kaleibench.nn.fused_gru import gru_sequence_fused
 
 
 def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """One GRU step for M sequences: x (M, H_in), hidden (M, H) -> (M, H)."""
+    """One GRU step for M sequences: x (M, H_in), hidden (M, H) -> (M, H).
+
+    Without a gradient (acting) and with the C kernels: the C step of the learner's unroll
+    (:func:`~kaleibench.nn.native_gru.gru_step_native`): at the acting batch size (24 rows,
+    H = 64) about half of ``nn.GRU``'s CPU time per call (24 vs 50 µs); otherwise ``rnn``.
+    """
+    if not torch.is_grad_enabled() and x.dtype == torch.float32 and native_gru.available():
+        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in
+                                  ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return native_gru.gru_step_native(x, hidden, w_ih, w_hh, b_ih, b_hh)
     _, h = rnn(x.unsqueeze(1), hidden.unsqueeze(0))  # (1, M, H)
     return h.squeeze(0)
 

@@ -18,9 +18,21 @@ class EpisodeBatch:
     """
 
     data: dict[str, torch.Tensor] = field(default_factory=dict)
+    slots: torch.Tensor | None = None
+    """(B,) buffer slots the episodes were sampled from (None for freshly collected ones)."""
+    ids: torch.Tensor | None = None
+    """(B,) the episodes' serial numbers in the buffer (see :class:`ReplayBuffer`)."""
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.data[key]
+
+    def select(self, rows: torch.Tensor) -> EpisodeBatch:
+        """The episodes at ``rows`` (indices into this batch's B), with their slots and ids."""
+        def pick(a: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None else a[rows]
+
+        return EpisodeBatch({k: v[rows] for k, v in self.data.items()}, slots=pick(self.slots),
+                            ids=pick(self.ids))
 
     @property
     def batch_size(self) -> int:
@@ -32,7 +44,9 @@ class ReplayBuffer:
     """Ring buffer of whole episodes, sampled uniformly without replacement.
 
     Storage is allocated lazily at the first insert from the batch's field shapes and dtypes,
-    then never reallocated (no per-step Python objects).
+    then never reallocated (no per-step Python objects). Every inserted episode gets a serial
+    number (0, 1, 2, ... in insertion order), so that a slot's current episode can be told from
+    the one it overwrote (e.g. by a cache of values computed from stored episodes).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -42,6 +56,10 @@ class ReplayBuffer:
         self.storage: dict[str, torch.Tensor] = {}
         self.size = 0
         self.cursor = 0
+        self.inserted = 0
+        """Episodes inserted so far: the next episode's serial number."""
+        self.ids = torch.full((capacity,), -1, dtype=torch.long)
+        """Serial number of the episode in each slot (-1: empty)."""
 
     def insert(self, batch: EpisodeBatch) -> None:
         """Copy the B episodes of ``batch`` in, overwriting the oldest when full."""
@@ -54,6 +72,8 @@ class ReplayBuffer:
         idx = (self.cursor + torch.arange(b)) % self.capacity  # (B,)
         for k, v in batch.data.items():
             self.storage[k][idx] = v
+        self.ids[idx] = self.inserted + torch.arange(b)
+        self.inserted += b
         self.cursor = int((self.cursor + b) % self.capacity)
         self.size = min(self.size + b, self.capacity)
 
@@ -66,13 +86,16 @@ class ReplayBuffer:
         if not self.can_sample(batch_size):
             raise ValueError(f"cannot sample {batch_size} episodes from {self.size}")
         idx = torch.randperm(self.size, generator=generator)[:batch_size]
-        return EpisodeBatch({k: v[idx] for k, v in self.storage.items()})
+        return EpisodeBatch({k: v[idx] for k, v in self.storage.items()}, slots=idx,
+                            ids=self.ids[idx])
 
     def state_dict(self) -> dict[str, object]:
         """Checkpointable state (only the filled part of the storage)."""
         return {
             "size": self.size,
             "cursor": self.cursor,
+            "inserted": self.inserted,
+            "ids": self.ids[: self.size].clone(),
             "storage": {k: v[: self.size].clone() for k, v in self.storage.items()},
         }
 
@@ -80,6 +103,11 @@ class ReplayBuffer:
         """Restore from :meth:`state_dict`."""
         self.size = int(state["size"])  # type: ignore[call-overload]
         self.cursor = int(state["cursor"])  # type: ignore[call-overload]
+        # checkpoints written before serial numbers existed: number the stored episodes anew
+        self.inserted = int(state.get("inserted", self.size))  # type: ignore[call-overload]
+        ids = state.get("ids")
+        self.ids = torch.full((self.capacity,), -1, dtype=torch.long)
+        self.ids[: self.size] = ids if isinstance(ids, torch.Tensor) else torch.arange(self.size)
         stored: dict[str, torch.Tensor] = state["storage"]  # type: ignore[assignment]
         self.storage = {}
         for k, v in stored.items():

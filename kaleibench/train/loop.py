@@ -142,6 +142,8 @@ class Run:
         self.env = make(spec.task, n_envs=spec.n_envs, seed=spec.seed, backend=spec.backend)
         n_eval = min(spec.n_envs * 4, spec.eval_episodes)
         self.eval_env = make(spec.task, n_envs=n_eval, seed=spec.seed, backend=spec.backend)
+        if not spec.variant.needs_subtasks:  # nothing reads the entity view: skip building it
+            self.env.entity_view = self.eval_env.entity_view = False
         self.algo: Algorithm = spec.variant.build(EnvInfo.of(self.env, spec.t_max), spec.seed)
         self.seed_rng = numpy_stream(spec.seed, "env")
         self.state = LoopState()

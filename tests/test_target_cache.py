@@ -1,0 +1,129 @@
+"""Reused target Q-values: identity by buffer slot and episode, clearing, checkpointing."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+import kaleibench
+from kaleibench.algos import load_variant
+from kaleibench.algos.base import EnvInfo
+from kaleibench.algos.qmix import Qmix
+from kaleibench.algos.target_cache import TargetQCache
+from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
+from kaleibench.train.rollout import collect
+
+
+def _episodes(first: int, n: int) -> EpisodeBatch:
+    """n one-field episodes whose content is their number (first, first+1, ...)."""
+    return EpisodeBatch({"x": torch.arange(first, first + n, dtype=torch.float32)[:, None]})
+
+
+def test_the_buffer_numbers_episodes_and_sampled_batches_carry_slot_and_number() -> None:
+    buf = ReplayBuffer(4)
+    buf.insert(_episodes(0, 3))
+    buf.insert(_episodes(3, 3))  # episodes 4 and 5 overwrite slots 0 and 1
+    assert buf.ids.tolist() == [4, 5, 2, 3] and buf.inserted == 6
+    batch = buf.sample(4, torch.Generator().manual_seed(0))
+    assert batch.slots is not None and batch.ids is not None
+    assert torch.equal(batch.ids, buf.ids[batch.slots])
+    assert torch.equal(batch["x"][:, 0], batch.ids.float())  # the content is the number
+    restored = ReplayBuffer(4)
+    restored.load_state_dict(buf.state_dict())
+    assert torch.equal(restored.ids, buf.ids) and restored.inserted == 6
+
+
+def test_a_buffer_checkpoint_without_numbers_gets_distinct_ones() -> None:
+    buf = ReplayBuffer(5)
+    buf.insert(_episodes(0, 3))
+    state = buf.state_dict()
+    del state["ids"], state["inserted"]  # as written before episodes were numbered
+    restored = ReplayBuffer(5)
+    restored.load_state_dict(state)
+    assert restored.ids[:3].tolist() == [0, 1, 2] and restored.inserted == 3
+    restored.insert(_episodes(3, 1))
+    assert restored.ids[:4].tolist() == [0, 1, 2, 3]
+
+
+def test_the_cache_computes_only_what_it_has_not_seen_for_that_episode() -> None:
+    cache = TargetQCache(4)
+    asked: list[list[int]] = []
+
+    def compute_for(ids: torch.Tensor) -> torch.Tensor:
+        def compute(rows: torch.Tensor) -> torch.Tensor:
+            asked.append(rows.tolist())
+            return ids[rows].float().view(-1, 1, 1, 1).expand(-1, 2, 1, 1) * 10
+        return compute
+
+    slots, ids = torch.tensor([0, 1]), torch.tensor([7, 8])
+    out = cache.get(slots, ids, compute_for(ids))
+    assert asked == [[0, 1]] and out[:, 0, 0, 0].tolist() == [70.0, 80.0]
+    slots, ids = torch.tensor([1, 2, 0]), torch.tensor([8, 9, 11])  # slot 0 holds a new episode
+    out = cache.get(slots, ids, compute_for(ids))
+    assert asked[-1] == [1, 2] and cache.last_hit_rate == 1 / 3
+    assert out[:, 1, 0, 0].tolist() == [80.0, 90.0, 110.0]
+    state = cache.state_dict()
+    cache.clear()
+    cache.get(torch.tensor([1]), torch.tensor([8]), compute_for(torch.tensor([8])))
+    assert asked[-1] == [0] and cache.last_hit_rate == 0.0
+    restored = TargetQCache(4)
+    restored.load_state_dict(state)
+    out = restored.get(slots, ids, compute_for(ids))
+    assert restored.last_hit_rate == 1.0 and out[:, 0, 0, 0].tolist() == [80.0, 90.0, 110.0]
+
+
+def _learner(variant: str = "qmix") -> tuple[Qmix, kaleibench.envs.BatchedTask]:
+    env = kaleibench.make("mpe/spread-v0", n_envs=4, seed=0)
+    learner = load_variant(variant).build(EnvInfo.of(env, 10**6), seed=0)
+    assert isinstance(learner, Qmix)
+    for _ in range(9):  # 36 episodes
+        learner.buffer.insert(collect(env, learner, 0, explore=True).batch)
+    return learner, env
+
+
+def test_reused_target_values_equal_a_fresh_target_pass() -> None:
+    learner, _ = _learner()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        batch = learner.buffer.sample(learner.cfg.batch_size, gen)
+        with torch.no_grad():
+            got = learner.target_q(batch)
+            fresh = learner.unroll(learner.target_agent, batch)
+        torch.testing.assert_close(got, fresh, rtol=1e-6, atol=1e-6)
+    assert learner.target_cache is not None and learner.target_cache.last_hit_rate > 0.5
+
+
+def test_a_target_sync_or_polyak_updates_leave_no_stale_values() -> None:
+    learner, _ = _learner()
+    gen = torch.Generator().manual_seed(0)
+    batch = learner.buffer.sample(learner.cfg.batch_size, gen)
+    with torch.no_grad():
+        before = learner.target_q(batch).clone()
+        for p in learner.agent.parameters():
+            p.add_(0.1)
+        learner.sync_targets()
+        after = learner.target_q(batch)
+    assert learner.target_cache is not None and learner.target_cache.last_hit_rate == 0.0
+    assert not torch.allclose(before, after)
+    soft, _ = _learner("qmix")
+    polyak = Qmix(soft.cfg.__class__(**{**soft.cfg.__dict__, "target_tau": 0.01}), soft.info, 0)
+    assert polyak.target_cache is None  # the target changes every update: nothing to reuse
+
+
+def test_the_checkpoint_carries_the_cache_so_a_resume_reads_the_same_values() -> None:
+    learner, env = _learner()
+    for _ in range(3):
+        learner.update(0)
+    resumed = load_variant("qmix").build(EnvInfo.of(env, 10**6), seed=1)
+    assert isinstance(resumed, Qmix)
+    saved = io.BytesIO()  # through bytes, as checkpoint.pt is (no tensor shared with learner)
+    torch.save(learner.state_dict(), saved)
+    saved.seek(0)
+    resumed.load_state_dict(torch.load(saved, weights_only=True))
+    for _ in range(4):
+        a, b = learner.update(0), resumed.update(0)
+        assert a == b
+    assert a["target_cache_hit_rate"] > 0
+    for p, q in zip(learner.params, resumed.params, strict=True):
+        assert torch.equal(p, q)

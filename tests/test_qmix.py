@@ -92,6 +92,12 @@ def test_timeout_is_terminal_switch_changes_only_the_last_target() -> None:
         def forward(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
             return torch.full(q.shape[:-1], 10.0)
 
+        def hyper(self, s: torch.Tensor) -> torch.Tensor:  # the target mixer's split form
+            return s[..., :1]
+
+        def mix(self, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            return torch.full(q.shape[:-1], 10.0)
+
     learner.target_mixer = Const()
     learner.mixer = Const()
     _, stats_term = learner.td_loss(batch)

@@ -53,24 +53,26 @@ def test_the_cache_computes_only_what_it_has_not_seen_for_that_episode() -> None
     def compute_for(ids: torch.Tensor) -> torch.Tensor:
         def compute(rows: torch.Tensor) -> torch.Tensor:
             asked.append(rows.tolist())
-            return ids[rows].float().view(-1, 1, 1, 1).expand(-1, 2, 1, 1) * 10
+            return (ids[rows].float().view(-1, 1, 1, 1).expand(-1, 2, 1, 1) * 10, -ids[rows])
         return compute
 
     slots, ids = torch.tensor([0, 1]), torch.tensor([7, 8])
-    out = cache.get(slots, ids, compute_for(ids))
+    out, neg = cache.get(slots, ids, compute_for(ids))
     assert asked == [[0, 1]] and out[:, 0, 0, 0].tolist() == [70.0, 80.0]
+    assert neg.tolist() == [-7, -8]
     slots, ids = torch.tensor([1, 2, 0]), torch.tensor([8, 9, 11])  # slot 0 holds a new episode
-    out = cache.get(slots, ids, compute_for(ids))
+    out, neg = cache.get(slots, ids, compute_for(ids))
     assert asked[-1] == [1, 2] and cache.last_hit_rate == 1 / 3
-    assert out[:, 1, 0, 0].tolist() == [80.0, 90.0, 110.0]
+    assert out[:, 1, 0, 0].tolist() == [80.0, 90.0, 110.0] and neg.tolist() == [-8, -9, -11]
     state = cache.state_dict()
     cache.clear()
     cache.get(torch.tensor([1]), torch.tensor([8]), compute_for(torch.tensor([8])))
     assert asked[-1] == [0] and cache.last_hit_rate == 0.0
     restored = TargetQCache(4)
     restored.load_state_dict(state)
-    out = restored.get(slots, ids, compute_for(ids))
+    out, neg = restored.get(slots, ids, compute_for(ids))
     assert restored.last_hit_rate == 1.0 and out[:, 0, 0, 0].tolist() == [80.0, 90.0, 110.0]
+    assert neg.tolist() == [-8, -9, -11]
 
 
 def _learner(variant: str = "qmix") -> tuple[Qmix, kaleibench.envs.BatchedTask]:
@@ -87,10 +89,14 @@ def test_reused_target_values_equal_a_fresh_target_pass() -> None:
     gen = torch.Generator().manual_seed(0)
     for _ in range(6):
         batch = learner.buffer.sample(learner.cfg.batch_size, gen)
+        q_next = torch.rand(batch.batch_size, 25, 3)
         with torch.no_grad():
-            got = learner.target_q(batch)
+            q, weights = learner.target_values(batch)
             fresh = learner.unroll(learner.target_agent, batch)
-        torch.testing.assert_close(got, fresh, rtol=1e-6, atol=1e-6)
+            mixed = learner.target_mixer(q_next, learner.mixer_state(batch)[:, 1:])
+            torch.testing.assert_close(q, fresh, rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(learner.target_mixer.mix(q_next, weights), mixed,
+                                       rtol=1e-6, atol=1e-6)
     assert learner.target_cache is not None and learner.target_cache.last_hit_rate > 0.5
 
 
@@ -99,13 +105,14 @@ def test_a_target_sync_or_polyak_updates_leave_no_stale_values() -> None:
     gen = torch.Generator().manual_seed(0)
     batch = learner.buffer.sample(learner.cfg.batch_size, gen)
     with torch.no_grad():
-        before = learner.target_q(batch).clone()
-        for p in learner.agent.parameters():
+        before = [a.clone() for a in learner.target_values(batch)]
+        for p in list(learner.agent.parameters()) + list(learner.mixer.parameters()):
             p.add_(0.1)
         learner.sync_targets()
-        after = learner.target_q(batch)
+        after = learner.target_values(batch)
     assert learner.target_cache is not None and learner.target_cache.last_hit_rate == 0.0
-    assert not torch.allclose(before, after)
+    for old, new in zip(before, after, strict=True):
+        assert not torch.allclose(old, new)
     soft, _ = _learner("qmix")
     polyak = Qmix(soft.cfg.__class__(**{**soft.cfg.__dict__, "target_tau": 0.01}), soft.info, 0)
     assert polyak.target_cache is None  # the target changes every update: nothing to reuse

@@ -238,20 +238,25 @@ class Qmix:
         inputs = self.build_inputs(obs, last, t)  # (B, T+1, N, I)
         return agent.unroll(inputs)  # fused whole-sequence recurrence
 
-    def target_q(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Q⁻ of the target agent over all T+1 steps (B, T+1, N, A), without gradient.
+    def target_values(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Without gradient: Q⁻ of the target agent over all T+1 steps (B, T+1, N, A) and the
+        target mixer's weights of the next states s_1..s_T (B, T, ``n_weights``).
 
-        Between hard target syncs an episode's target Q-values do not change: episodes drawn
-        again since the last sync are read from :class:`TargetQCache`, the others computed.
+        Both depend only on the target networks and the episode: between hard target syncs,
+        episodes drawn again since the last sync are read from :class:`TargetQCache`, the
+        others computed.
         """
+        def compute(rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            part = batch if rows is None else batch.select(rows)
+            q = self.unroll(self.target_agent, part)  # (b, T+1, N, A)
+            return q, self.target_mixer.hyper(self.mixer_state(part)[:, 1:])  # (b, T, W)
+
         if self.target_cache is None or batch.slots is None or batch.ids is None:
-            return self.unroll(self.target_agent, batch)
+            return compute(None)
         b = batch.batch_size
-
-        def compute(rows: torch.Tensor) -> torch.Tensor:
-            return self.unroll(self.target_agent, batch if len(rows) == b else batch.select(rows))
-
-        return self.target_cache.get(batch.slots, batch.ids, compute)
+        q, weights = self.target_cache.get(
+            batch.slots, batch.ids, lambda rows: compute(None if len(rows) == b else rows))
+        return q, weights
 
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps.
@@ -272,11 +277,12 @@ class Qmix:
         q = self.unroll(self.agent, batch)  # (B, T+1, N, A)
         q_taken = q[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # (B, T, N)
         with torch.no_grad():
-            q_target = self.target_q(batch)[:, 1:]  # (B, T, N, A)
+            q_target_all, target_weights = self.target_values(batch)
+            q_target = q_target_all[:, 1:]  # (B, T, N, A)
             online_next = q[:, 1:].detach() if self.cfg.double_q else q_target
             q_next = double_q_next_values(online_next, q_target, avail[:, 1:])  # (B, T, N)
+            target_q_tot_next = self.target_mixer.mix(q_next, target_weights)  # (B, T)
             state = self.mixer_state(batch)  # (B, T+1, S)
-            target_q_tot_next = self.target_mixer(q_next, state[:, 1:])  # (B, T)
         q_tot = self.mixer(q_taken, state[:, :-1])  # (B, T)
         if self.cfg.td_lambda > 0:
             y = lambda_targets(reward, done, mask, target_q_tot_next, self.cfg.gamma,

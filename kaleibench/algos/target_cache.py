@@ -1,12 +1,15 @@
-"""The target network's Q-values of stored episodes, kept until the target network changes.
+"""The target networks' values of stored episodes, kept until the target networks change.
 
-Why: between two hard target syncs the target agent network is a constant function, and a
-stored episode's inputs never change, so its target Q-values Q⁻(τ, ·) are the same every time
-the episode is sampled. Uniform sampling of 32 episodes per update draws many episodes more
+Why: between two hard target syncs the target agent network and the target mixer's
+hypernetworks are constant functions, and a stored episode's inputs never change, so its target
+Q-values Q⁻(τ, ·) and the target mixer's weights of its states are the same every time the
+episode is sampled. Uniform sampling of 32 episodes per update draws many episodes more
 than once between syncs (every 200 updates): in a simulation of the training loop's sampling
 (8 episodes collected, then 8 updates) about 83 % of the draws of a 50k-step run, 57 % of a
 200k-step run and 44 % of a 2M-step run (5,000-episode buffer) repeat an episode already
 evaluated since the last sync. The target pass is about a sixth of a QMIX update's work.
+Memory: per stored episode (T+1)·N·A + T·(N·E + 2E + 1) floats, 16 KB on spread (80 MB for
+a full 5,000-episode buffer).
 
 The values are exactly what the target network gives on the episode (same function, same
 weights), computed when the episode is first drawn after a sync, in a batch of that update's
@@ -28,12 +31,13 @@ import torch
 
 
 class TargetQCache:
-    """Per buffer slot: the serial number of the episode whose target Q-values are stored."""
+    """Per buffer slot: the serial number of the episode whose target values are stored, and
+    the values (any number of per-episode tensors, e.g. Q⁻ (T+1, N, A) and mixing weights)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.ids = torch.full((capacity,), -1, dtype=torch.long)
-        self.values: torch.Tensor | None = None  # (capacity, T+1, N, A), allocated at first use
+        self.values: tuple[torch.Tensor, ...] | None = None  # each (capacity, ...), lazily
         self.last_hit_rate = 0.0
         """Share of the last call's episodes that were served from the cache."""
 
@@ -42,27 +46,31 @@ class TargetQCache:
         self.ids.fill_(-1)
 
     def get(self, slots: torch.Tensor, ids: torch.Tensor,
-            compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Target Q-values (B, T+1, N, A) of the episodes in buffer ``slots`` with serial
-        numbers ``ids`` (both (B,)); ``compute(rows)`` gives them for the batch rows ``rows``
-        (indices into the B sampled episodes) that are not stored yet."""
+            compute: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+            ) -> tuple[torch.Tensor, ...]:
+        """The values (each (B, ...)) of the episodes in buffer ``slots`` with serial numbers
+        ``ids`` (both (B,)); ``compute(rows)`` gives them for the batch rows ``rows`` (indices
+        into the B sampled episodes) that are not stored yet."""
         hit = self.ids[slots] == ids  # (B,)
         n_hit = int(hit.sum())
         self.last_hit_rate = n_hit / len(slots)
         if n_hit < len(slots):
             rows = (~hit).nonzero().squeeze(1)  # (misses,)
-            fresh = compute(rows)  # (misses, T+1, N, A)
+            fresh = compute(rows)  # each (misses, ...)
             if self.values is None:
-                self.values = fresh.new_zeros((self.capacity, *fresh.shape[1:]))
-            self.values[slots[rows]] = fresh
+                self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in fresh)
+            for store, a in zip(self.values, fresh, strict=True):
+                store[slots[rows]] = a
             self.ids[slots[rows]] = ids[rows]
+            if n_hit == 0:  # nothing to gather: the fresh values are the answer
+                return tuple(fresh)
         assert self.values is not None
-        return self.values[slots]
+        return tuple(store[slots] for store in self.values)
 
     def state_dict(self) -> dict[str, Any]:
         """The stored entries only (slots, serial numbers, values)."""
         slots = (self.ids >= 0).nonzero().squeeze(1)
-        values = self.values[slots].clone() if self.values is not None else None
+        values = None if self.values is None else [a[slots] for a in self.values]
         return {"slots": slots, "ids": self.ids[slots].clone(), "values": values}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -72,6 +80,7 @@ class TargetQCache:
         if values is None or len(state["slots"]) == 0:
             return
         if self.values is None:
-            self.values = values.new_zeros((self.capacity, *values.shape[1:]))
-        self.values[state["slots"]] = values
+            self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in values)
+        for store, a in zip(self.values, values, strict=True):
+            store[state["slots"]] = a
         self.ids[state["slots"]] = state["ids"]

@@ -31,15 +31,41 @@ class QMixer(nn.Module):
         )
 
     def forward(self, q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """q (..., N), state (..., S) -> Q_tot (...).
+        """q (..., N), state (..., S) -> Q_tot (...)."""
+        lead = q.shape[:-1]
+        w1, b1, wf, v = self._weights(state.reshape(-1, state.shape[-1]))
+        return self._mix(q.reshape(-1, self.n_agents), w1, b1, wf, v).view(*lead)
 
-        The four hypernetworks' first layers all read ``s``: they run as one matrix product
-        (their weights concatenated), and the per-row products with the tiny mixing weights as
-        broadcast multiply-sums rather than M batched 1×N×E matrix products.
+    @property
+    def n_weights(self) -> int:
+        """Width of :meth:`hyper`'s packed output: |W1| (N·E), b1 (E), |Wf| (E), V (1)."""
+        return self.n_agents * self.embed_dim + 2 * self.embed_dim + 1
+
+    def hyper(self, state: torch.Tensor) -> torch.Tensor:
+        """state (..., S) -> the mixing weights of each state, packed (..., :attr:`n_weights`).
+
+        They depend on the state and the hypernetworks only, so a target mixer's weights of a
+        stored episode can be kept as long as the target network is (see :meth:`mix`).
         """
+        lead = state.shape[:-1]
+        parts = self._weights(state.reshape(-1, state.shape[-1]))
+        return torch.cat([a.reshape(a.shape[0], -1) for a in parts], dim=1).view(*lead, -1)
+
+    def mix(self, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """q (..., N) and packed weights (..., :attr:`n_weights`) from :meth:`hyper` -> Q_tot
+        (...); ``mix(q, hyper(s))`` is ``forward(q, s)``, the same operations."""
         lead = q.shape[:-1]
         n, e = self.n_agents, self.embed_dim
-        s = state.reshape(-1, state.shape[-1])  # (M, S)
+        w1, b1, wf, v = weights.reshape(-1, self.n_weights).split([n * e, e, e, 1], dim=1)
+        return self._mix(q.reshape(-1, n), w1.view(-1, n, e), b1, wf, v).view(*lead)
+
+    def _weights(self, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """s (M, S) -> |W1| (M, N, E), b1 (M, E), |Wf| (M, E), V (M, 1).
+
+        The four hypernetworks' first layers all read ``s``: they run as one matrix product
+        (their weights concatenated).
+        """
+        n, e = self.n_agents, self.embed_dim
         first = cast(tuple[nn.Linear, ...], (self.hyper_w1[0], self.hyper_wf[0], self.value[0]))
         pre = nn.functional.linear(s, torch.cat([layer.weight for layer in first]),
                                    torch.cat([layer.bias for layer in first]))  # (M, Σ out)
@@ -48,8 +74,15 @@ class QMixer(nn.Module):
         w1 = self.hyper_w1[2](h_w1).abs().view(-1, n, e)  # (M, N, E)
         wf = self.hyper_wf[2](h_wf).abs()  # (M, E)
         v = self.value[2](h_v)  # (M, 1)
-        hidden = nn.functional.elu((q.reshape(-1, n, 1) * w1).sum(1) + b1)  # (M, E)
-        return ((hidden * wf).sum(1, keepdim=True) + v).view(*lead)
+        return w1, b1, wf, v
+
+    @staticmethod
+    def _mix(q: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, wf: torch.Tensor,
+             v: torch.Tensor) -> torch.Tensor:
+        """q (M, N) -> Q_tot (M,): the per-row products with the tiny mixing weights as
+        broadcast multiply-sums rather than M batched 1×N×E matrix products."""
+        hidden = nn.functional.elu((q.unsqueeze(-1) * w1).sum(1) + b1)  # (M, E)
+        return ((hidden * wf).sum(1, keepdim=True) + v).view(-1)
 
 
 class AttentionHyperNet(nn.Module):

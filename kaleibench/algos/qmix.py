@@ -135,10 +135,6 @@ def reinit_(module: nn.Module, gen: torch.Generator) -> None:
                     p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
 
 
-_EMPTY_CACHE: dict[str, Any] = {"slots": torch.zeros(0, dtype=torch.long), "ids": None,
-                                "values": None}
-
-
 class Qmix:
     """QMIX learner; with ``regulariser`` the update minimises ``td + regulariser``."""
 
@@ -417,5 +413,8 @@ class Qmix:
         self.sample_gen.set_state(state["sample_gen"])
         if self.regulariser is not None:
             self.regulariser.load_state_dict(state["regulariser"])
-        if self.target_cache is not None:  # a checkpoint without one: recompute the targets
-            self.target_cache.load_state_dict(state.get("target_cache") or _EMPTY_CACHE)
+        if self.target_cache is not None:
+            if state.get("target_cache") is not None:
+                self.target_cache.load_state_dict(state["target_cache"])
+            else:  # a checkpoint from before the cache: recompute the target values
+                self.target_cache.clear()

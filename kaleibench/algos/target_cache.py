@@ -68,19 +68,16 @@ class TargetQCache:
         return tuple(store[slots] for store in self.values)
 
     def state_dict(self) -> dict[str, Any]:
-        """The stored entries only (slots, serial numbers, values)."""
-        slots = (self.ids >= 0).nonzero().squeeze(1)
-        values = None if self.values is None else [a[slots] for a in self.values]
-        return {"slots": slots, "ids": self.ids[slots].clone(), "values": values}
+        """The serial numbers and the value arrays, whole. The arrays are the cache's own (to be
+        serialised at once, as a checkpoint is): a copy of the stored entries would double the
+        cache's memory while saving."""
+        return {"ids": self.ids.clone(),
+                "values": None if self.values is None else list(self.values)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (entries of the same slots and episodes)."""
-        self.clear()
-        values = state["values"]
-        if values is None or len(state["slots"]) == 0:
-            return
-        if self.values is None:
-            self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in values)
-        for store, a in zip(self.values, values, strict=True):
-            store[state["slots"]] = a
-        self.ids[state["slots"]] = state["ids"]
+        """Restore :meth:`state_dict` (a cache of the same capacity)."""
+        ids, values = state["ids"], state["values"]
+        if ids.shape != self.ids.shape:
+            raise ValueError(f"target cache of capacity {len(ids)}, expected {self.capacity}")
+        self.ids = ids.clone()
+        self.values = None if values is None else tuple(a.clone() for a in values)

@@ -1,0 +1,53 @@
+"""The learner's clip and Adam step give the same floats as torch's own functions."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from kaleibench.train.optim import adam_step, clip_grad_norm
+
+
+def _grads(scale: float) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    shapes = ((64, 21), (64,), (192, 64), (5,))
+    return [torch.randn(shape, generator=gen) * scale for shape in shapes]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0])  # the norm below and far above the bound
+def test_clip_equals_torch_clip_grad_norm(scale: float) -> None:
+    ours, theirs = _grads(scale), _grads(scale)
+    params = [nn.Parameter(torch.zeros_like(g)) for g in theirs]
+    for p, g in zip(params, theirs, strict=True):
+        p.grad = g
+    expected = nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
+    assert clip_grad_norm(ours, 10.0) == float(expected)
+    for a, p in zip(ours, params, strict=True):
+        assert torch.equal(a, p.grad)
+    assert (float(expected) > 10.0) == (scale == 10.0)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_step_equals_adam_step(fused: bool) -> None:
+    """Bit for bit over several steps; the unfused configuration takes optimiser.step()."""
+    net = nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 3))
+    twin = copy.deepcopy(net)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused)
+    ref = torch.optim.Adam(twin.parameters(), lr=5e-4, fused=fused)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = torch.randn(32, 7, generator=gen)
+        for model, optimiser, step in ((net, opt, adam_step), (twin, ref, None)):
+            optimiser.zero_grad(set_to_none=True)
+            model(x).pow(2).mean().backward()
+            if step is None:
+                optimiser.step()
+            else:
+                step(optimiser)
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], ref.state[q][key])

@@ -228,12 +228,18 @@ class Qmix:
 
     # ------------------------------------------------------------------ learning
     def unroll(self, agent: AgentNet, batch: EpisodeBatch) -> torch.Tensor:
-        """Q-values of ``agent`` over all T+1 steps: (B, T+1, N, A)."""
-        obs, actions = batch["obs"], batch["actions"]  # (B, T+1, N, O), (B, T, N)
-        last = torch.cat([torch.full_like(actions[:, :1], -1), actions], dim=1)  # (B, T+1, N)
-        t = torch.arange(obs.shape[1]).view(1, -1, 1)  # (1, T+1, 1)
-        inputs = self.build_inputs(obs, last, t)  # (B, T+1, N, I)
-        return agent.unroll(inputs)  # fused whole-sequence recurrence
+        """Q-values of ``agent`` over all T+1 steps: (B, T+1, N, A).
+
+        The inputs are built time-major, (T+1, B, N, I) in memory, the layout the recurrent
+        agents compute in, and handed over as a (B, T+1, N, I) view of it: their own transpose
+        then gives back the contiguous tensor instead of a strided one to copy.
+        """
+        obs = batch["obs"].transpose(0, 1)  # (T+1, B, N, O)
+        actions = batch["actions"].transpose(0, 1)  # (T, B, N)
+        last = torch.cat([torch.full_like(actions[:1], -1), actions], dim=0)  # (T+1, B, N)
+        t = torch.arange(obs.shape[0]).view(-1, 1, 1)  # (T+1, 1, 1)
+        inputs = self.build_inputs(obs, last, t)  # (T+1, B, N, I)
+        return agent.unroll(inputs.transpose(0, 1))  # fused whole-sequence recurrence
 
     def target_values(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Without gradient: Q⁻ of the target agent over all T+1 steps (B, T+1, N, A) and the

@@ -162,7 +162,8 @@ class Qmix:
         self.optimiser = torch.optim.Adam(self.params, lr=config.lr, fused=True)  # 1 kernel
         self.buffer = ReplayBuffer(config.buffer_size)
         self.target_cache = TargetQCache(config.buffer_size) if config.target_tau == 0 else None
-        """Target Q-values of stored episodes between hard syncs (none with Polyak updates)."""
+        """The target networks' values of stored episodes (Q⁻ and the target mixer's weights),
+        kept between hard syncs; none with Polyak updates, which change the target each time."""
         self.reward_ms = RunningMeanStd()
         self.epsilon = LinearSchedule(config.epsilon_start, config.epsilon_finish,
                                       config.epsilon_anneal_time)
@@ -357,7 +358,7 @@ class Qmix:
         return stats
 
     def sync_targets(self) -> None:
-        """Hard copy online → target (the cached target Q-values are then stale)."""
+        """Hard copy online → target (the kept target values are then stale: cleared)."""
         self.target_agent.load_state_dict(self.agent.state_dict())
         self.target_mixer.load_state_dict(self.mixer.state_dict())
         if self.target_cache is not None:
@@ -404,7 +405,8 @@ class Qmix:
             "reward_ms": self.reward_ms.state_dict(), "n_updates": self.n_updates,
             "act_gen": self.act_gen.get_state(), "sample_gen": self.sample_gen.get_state(),
             "regulariser": self.regulariser.state_dict() if self.regulariser else {},
-            "target_cache": self.target_cache.state_dict() if self.target_cache else None,
+            "target_cache": (self.target_cache.state_dict() if self.target_cache is not None
+                             else None),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

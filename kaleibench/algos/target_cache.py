@@ -7,9 +7,9 @@ episode is sampled. Uniform sampling of 32 episodes per update draws many episod
 than once between syncs (every 200 updates): in a simulation of the training loop's sampling
 (8 episodes collected, then 8 updates) about 83 % of the draws of a 50k-step run, 57 % of a
 200k-step run and 44 % of a 2M-step run (5,000-episode buffer) repeat an episode already
-evaluated since the last sync. The target pass is about a sixth of a QMIX update's work.
-Memory: per stored episode (T+1)·N·A + T·(N·E + 2E + 1) floats, 16 KB on spread (80 MB for
-a full 5,000-episode buffer).
+evaluated since the last sync. The target pass is about a quarter of a QMIX update's
+matrix-product work (0.16 of 0.64 GFLOP on spread). Memory: per stored episode
+(T+1)·N·A + T·(N·E + 2E + 1) floats, 16 KB on spread (88 MB for a full 5,000-episode buffer).
 
 The values are exactly what the target network gives on the episode (same function, same
 weights), computed when the episode is first drawn after a sync, in a batch of that update's

@@ -219,6 +219,13 @@ def _hidden_states(hs: Tensor) -> Tensor:
     return hs[1:].transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
 
+def gru_parameters(rnn: torch.nn.GRU) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The first layer's W_ih (3H, I), W_hh (3H, H), b_ih (3H,) and b_hh (3H,)."""
+    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in
+                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    return w_ih, w_hh, b_ih, b_hh
+
+
 def gru_sequence_fused(rnn: torch.nn.GRU, x: Tensor) -> Tensor:
     """``rnn``'s weights (one layer, float32) over time-major sequences from a zero state.
 
@@ -230,8 +237,7 @@ def gru_sequence_fused(rnn: torch.nn.GRU, x: Tensor) -> Tensor:
     """
     if rnn.num_layers != 1 or rnn.bidirectional or not rnn.bias:
         raise ValueError("gru_sequence_fused supports one-layer, uni-directional GRUs with bias")
-    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in
-                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    w_ih, w_hh, b_ih, b_hh = gru_parameters(rnn)
     if x.dtype != torch.float32 or w_ih.dtype != torch.float32:
         raise TypeError(f"gru_sequence_fused is float32 only, got {x.dtype}/{w_ih.dtype}")
     if native_gru.available():  # the gate arithmetic in C: same function, fewer calls

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kaleibench.nn import native_gru
-from kaleibench.nn.fused_gru import gru_sequence_fused
+from kaleibench.nn.fused_gru import gru_parameters, gru_sequence_fused
 
 
 def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -17,9 +17,7 @@ def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor
     H = 64) about half of ``nn.GRU``'s CPU time per call (24 vs 50 µs); otherwise ``rnn``.
     """
     if not torch.is_grad_enabled() and x.dtype == torch.float32 and native_gru.available():
-        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in
-                                  ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-        return native_gru.gru_step_native(x, hidden, w_ih, w_hh, b_ih, b_hh)
+        return native_gru.gru_step_native(x, hidden, *gru_parameters(rnn))
     _, h = rnn(x.unsqueeze(1), hidden.unsqueeze(0))  # (1, M, H)
     return h.squeeze(0)
 

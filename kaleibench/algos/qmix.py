@@ -295,33 +295,32 @@ class Qmix:
             y = td_targets(reward, done, target_q_tot_next, self.cfg.gamma)  # (B, T)
         loss = masked_td_loss(q_tot, y, mask)
         n = mask.sum().clamp_min(1.0)
-        stats = {
-            "loss_td": float(loss.detach()),
-            "td_error_abs": float(((q_tot.detach() - y).abs() * mask).sum() / n),
-            "q_agent_taken_mean": float((q_taken.detach().mean(-1) * mask).sum() / n),
-            "q_tot_mean": float((q_tot.detach() * mask).sum() / n),
-            "target_mean": float((y * mask).sum() / n),
-            **self.divergence_stats(reward, y, mask),
-        }
+        filled = mask.bool()
+        with torch.no_grad():  # every logged scalar in one tensor: one read instead of seven
+            means = torch.stack([
+                loss, ((q_tot - y).abs() * mask).sum() / n, (q_taken.mean(-1) * mask).sum() / n,
+                (q_tot * mask).sum() / n, (y * mask).sum() / n,
+                torch.where(filled, y.abs(), 0.0).max(),  # max |·| over filled steps; 0 if none
+                torch.where(filled, reward.abs(), 0.0).max()]).tolist()
+        stats = dict(zip(("loss_td", "td_error_abs", "q_agent_taken_mean", "q_tot_mean",
+                          "target_mean", "target_max_abs"), means[:6], strict=True))
+        stats.update(self.divergence_stats(means[6]))
         if self.target_cache is not None:
             stats["target_cache_hit_rate"] = self.target_cache.last_hit_rate
         return loss, stats
 
-    def divergence_stats(self, reward: torch.Tensor, y: torch.Tensor,
-                         mask: torch.Tensor) -> dict[str, float]:
+    def divergence_stats(self, reward_max_abs: float) -> dict[str, float]:
         """The divergence monitor: are the targets larger than the rewards can justify?
 
-        ``target_max_abs`` = max |y| over filled steps; ``target_bound`` = the bound of
-        :func:`~kaleibench.losses.return_bound` for the (standardised) rewards of this batch and
-        the run's horizon (the episode limit when it is terminal, infinite when bootstrapped);
-        ``reward_mu`` / ``reward_sigma`` are the standardiser's running moments.
+        With ``target_max_abs`` = max |y| over filled steps (logged by :meth:`td_loss`):
+        ``target_bound`` = the bound of :func:`~kaleibench.losses.return_bound` for this batch's
+        largest |(standardised) reward| ``reward_max_abs`` and the run's horizon (the episode
+        limit when it is terminal, infinite when bootstrapped); ``reward_mu`` /
+        ``reward_sigma`` are the standardiser's running moments.
         """
-        filled = mask.bool()
         horizon = self.info.episode_limit if self.cfg.timeout_is_terminal else None
-        r_max = float(reward[filled].abs().max()) if filled.any() else 0.0
         return {
-            "target_max_abs": float(y[filled].abs().max()) if filled.any() else 0.0,
-            "target_bound": return_bound(r_max, self.cfg.gamma, horizon),
+            "target_bound": return_bound(reward_max_abs, self.cfg.gamma, horizon),
             "reward_mu": float(self.reward_ms.mean),
             "reward_sigma": float(self.reward_ms.var**0.5),
         }

@@ -7,6 +7,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from kaleibench.nn import native_mix
+
 
 class QMixer(nn.Module):
     """Q_tot = ELU(q·|W1(s)| + b1(s)) · |Wf(s)| + V(s), hypernetworks with 2 layers.
@@ -31,10 +33,39 @@ class QMixer(nn.Module):
         )
 
     def forward(self, q: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """q (..., N), state (..., S) -> Q_tot (...)."""
+        """q (..., N), state (..., S) -> Q_tot (...).
+
+        With the C kernels (:mod:`kaleibench.nn.native_mix`) and a float32 CPU batch, the
+        whole mixer is one autograd node with a hand-written backward pass; otherwise torch's
+        operations (:meth:`_weights`, :meth:`_mix`) compute the same function.
+        """
         lead = q.shape[:-1]
-        w1, b1, wf, v = self._weights(state.reshape(-1, state.shape[-1]))
+        s = state.reshape(-1, state.shape[-1])
+        if self._native(q, s):
+            out: torch.Tensor = native_mix.NativeQMix.apply(
+                q.reshape(-1, self.n_agents), s, *self._first_layers(), *self._second_layers())
+            return out.view(*lead)
+        w1, b1, wf, v = self._weights(s)
+        w1 = w1.view(-1, self.n_agents, self.embed_dim)
         return self._mix(q.reshape(-1, self.n_agents), w1, b1, wf, v).view(*lead)
+
+    def _native(self, *tensors: torch.Tensor) -> bool:
+        """Whether the C kernels take these float32 CPU tensors at this mixing width."""
+        return (all(a.dtype == torch.float32 and a.device.type == "cpu" for a in tensors)
+                and self.hyper_b1.weight.dtype == torch.float32
+                and native_mix.available(self.embed_dim))
+
+    def _first_layers(self) -> list[torch.Tensor]:
+        """The layers that read the state: W1's, Wf's and V's first layers and b1's layer,
+        weights then biases (their outputs side by side: one matrix product)."""
+        layers = cast(tuple[nn.Linear, ...], (self.hyper_w1[0], self.hyper_wf[0], self.value[0],
+                                               self.hyper_b1))
+        return [layer.weight for layer in layers] + [layer.bias for layer in layers]
+
+    def _second_layers(self) -> list[torch.Tensor]:
+        """W1's, Wf's and V's second layers: (weight, bias) pairs."""
+        layers = cast(tuple[nn.Linear, ...], (self.hyper_w1[2], self.hyper_wf[2], self.value[2]))
+        return [t for layer in layers for t in (layer.weight, layer.bias)]
 
     @property
     def n_weights(self) -> int:
@@ -49,7 +80,7 @@ class QMixer(nn.Module):
         """
         lead = state.shape[:-1]
         parts = self._weights(state.reshape(-1, state.shape[-1]))
-        return torch.cat([a.reshape(a.shape[0], -1) for a in parts], dim=1).view(*lead, -1)
+        return torch.cat(parts, dim=1).view(*lead, -1)
 
     def mix(self, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """q (..., N) and packed weights (..., :attr:`n_weights`) from :meth:`hyper` -> Q_tot
@@ -57,24 +88,27 @@ class QMixer(nn.Module):
         lead = q.shape[:-1]
         n, e = self.n_agents, self.embed_dim
         w1, b1, wf, v = weights.reshape(-1, self.n_weights).split([n * e, e, e, 1], dim=1)
-        return self._mix(q.reshape(-1, n), w1.view(-1, n, e), b1, wf, v).view(*lead)
+        q = q.reshape(-1, n)
+        if not torch.is_grad_enabled() and self._native(q, weights):
+            return native_mix.mix(q, w1, b1, wf, v, save=False)[0].view(*lead)
+        return self._mix(q, w1.view(-1, n, e), b1, wf, v).view(*lead)
 
     def _weights(self, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """s (M, S) -> |W1| (M, N, E), b1 (M, E), |Wf| (M, E), V (M, 1).
+        """s (M, S) -> |W1| (M, N·E), b1 (M, E), |Wf| (M, E), V (M, 1).
 
-        The four hypernetworks' first layers all read ``s``: they run as one matrix product
-        (their weights concatenated).
+        The four layers that read ``s`` run as one matrix product (their weights concatenated),
+        the same products as the C path's forward pass.
         """
-        n, e = self.n_agents, self.embed_dim
-        first = cast(tuple[nn.Linear, ...], (self.hyper_w1[0], self.hyper_wf[0], self.value[0]))
-        pre = nn.functional.linear(s, torch.cat([layer.weight for layer in first]),
-                                   torch.cat([layer.bias for layer in first]))  # (M, Σ out)
-        h_w1, h_wf, h_v = torch.relu(pre).split([layer.out_features for layer in first], dim=1)
-        b1 = self.hyper_b1(s)  # (M, E)
-        w1 = self.hyper_w1[2](h_w1).abs().view(-1, n, e)  # (M, N, E)
-        wf = self.hyper_wf[2](h_wf).abs()  # (M, E)
-        v = self.value[2](h_v)  # (M, 1)
-        return w1, b1, wf, v
+        first = self._first_layers()
+        widths = [w.shape[0] for w in first[:4]]
+        k = sum(widths[:3])
+        pre = torch.addmm(torch.cat(first[4:]), s, torch.cat(first[:4]).t())  # (M, Σ widths)
+        h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
+        w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
+        w1 = torch.addmm(c_w1, h_w1, w_w1.t()).abs()  # (M, N·E)
+        wf = torch.addmm(c_wf, h_wf, w_wf.t()).abs()  # (M, E)
+        v = torch.addmm(c_v, h_v, w_v.t())  # (M, 1)
+        return w1, pre[:, k:], wf, v
 
     @staticmethod
     def _mix(q: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, wf: torch.Tensor,

@@ -1,0 +1,131 @@
+"""QMIX's mixer with its mixing arithmetic in C (kaleibench/nn/native_mix.py, mix_kernels.c).
+
+The C path must compute the function of the torch path (and of a float64 reference) and its
+every gradient; the target mixer's split (hyper, then mix) must equal the online forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kaleibench.nn import native_mix
+from kaleibench.nn.mixers import QMixer
+from kaleibench.utils import native
+
+needs_kernels = pytest.mark.skipif(not native_mix.available(32),
+                                   reason="no C compiler: the torch path runs")
+
+
+def _mixer(seed: int = 0, n: int = 3, state: int = 10, embed: int = 8) -> QMixer:
+    torch.manual_seed(seed)
+    mixer = QMixer(n, state, embed_dim=embed, hypernet_embed=12)
+    with torch.no_grad():  # biases spread wide: ReLU/|·|/ELU inputs on both sides of 0
+        for p in mixer.parameters():
+            p.mul_(3.0)
+    return mixer
+
+
+def _grads(mixer: QMixer, q: torch.Tensor, s: torch.Tensor, g: torch.Tensor,
+           native_on: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, ...]:
+    with monkeypatch.context() as m:
+        if not native_on:
+            m.setattr(native_mix, "available", lambda embed_dim: False)
+        mixer.zero_grad()
+        q = q.clone().requires_grad_()
+        y = mixer(q, s)
+        y.backward(g)
+    assert q.grad is not None
+    return (y.detach(), q.grad, *(p.grad.clone() for p in mixer.parameters()
+                                  if p.grad is not None))  # fmt: skip
+
+
+@needs_kernels
+def test_the_c_mixer_computes_the_torch_mixer_and_its_gradients(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mixer = _mixer()
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(4, 7, 3, generator=gen) * 3
+    s = torch.randn(4, 7, 10, generator=gen)
+    g = torch.randn(4, 7, generator=gen)
+    c_path = _grads(mixer, q, s, g, True, monkeypatch)
+    torch_path = _grads(mixer, q, s, g, False, monkeypatch)
+    assert len(c_path) == len(torch_path) == 2 + len(list(mixer.parameters()))
+    for a, b in zip(c_path, torch_path, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # and a float64 copy of the torch path (the exact function, to float64 rounding)
+    exact = _mixer().double()
+    with monkeypatch.context() as m:
+        m.setattr(native_mix, "available", lambda embed_dim: False)
+        q64 = q.double().requires_grad_()
+        exact(q64, s.double()).backward(g.double())
+    torch.testing.assert_close(c_path[0], exact(q.double(), s.double()).float(), rtol=2e-6,
+                               atol=2e-5)  # fmt: skip
+    assert q64.grad is not None
+    torch.testing.assert_close(c_path[1], q64.grad.float(), rtol=2e-6, atol=2e-5)
+    for a, p in zip(c_path[2:], exact.parameters(), strict=True):
+        assert p.grad is not None
+        torch.testing.assert_close(a, p.grad.float(), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernels
+def test_the_inputs_cover_every_branch() -> None:
+    """The comparison above is only worth something if the ReLUs, |·| and ELU see both signs."""
+    mixer = _mixer()
+    s = torch.randn(4, 7, 10, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        first = mixer._first_layers()
+        pre = torch.addmm(torch.cat(first[4:]), s.view(-1, 10), torch.cat(first[:4]).t())
+        w1 = mixer.hyper_w1(s)
+        q = torch.randn(4, 7, 3, generator=torch.Generator().manual_seed(1)) * 3
+        packed = mixer.hyper(s).view(-1, mixer.n_weights)
+        a = (q.view(-1, 3, 1) * packed[:, :24].view(-1, 3, 8)).sum(1) + packed[:, 24:32]
+    for x in (pre, w1, a):
+        assert (x > 0).any() and (x < 0).any()
+
+
+@needs_kernels
+def test_target_mix_of_hyper_is_the_forward_pass_bit_for_bit() -> None:
+    mixer = _mixer()
+    gen = torch.Generator().manual_seed(2)
+    q, s = torch.randn(5, 6, 3, generator=gen), torch.randn(5, 6, 10, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(mixer.mix(q, mixer.hyper(s)), mixer(q, s))
+
+
+@needs_kernels
+def test_elu_of_the_kernel_is_accurate_near_zero_and_far_out() -> None:
+    """E = 1, w1 = 0, wf = 1, v = 0: Q_tot = ELU(b1), so the kernel's expm1 is seen directly
+    (exp(a) − 1 would lose every digit for tiny |a|)."""
+    a = -torch.logspace(-8, 1.9, 400)  # −1e-8 ... −79
+    a = torch.cat([a, torch.tensor([0.0, 1e-7, 3.5, -87.0, -100.0])])
+    m = len(a)
+    zeros, ones = torch.zeros(m, 1), torch.ones(m, 1)
+    y, saved = native_mix.mix(torch.ones(m, 1), zeros, a.view(m, 1), ones, zeros, save=True)
+    expected = torch.where(a > 0, a.double(), torch.expm1(a.double()))
+    torch.testing.assert_close(y.double(), expected, rtol=4e-7, atol=0.0)
+    assert saved is not None and torch.equal(saved.view(-1), a)
+
+
+@needs_kernels
+def test_the_c_mixer_keeps_the_state_free_of_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    mixer = _mixer()
+    q = torch.randn(2, 3, 3, requires_grad=True)
+    s = torch.randn(2, 3, 10, requires_grad=True)
+    mixer(q, s).sum().backward()
+    assert s.grad is None and q.grad is not None
+
+
+def test_without_kernels_the_torch_path_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    native.load.cache_clear()
+    try:
+        assert not native_mix.available(8)
+        mixer = _mixer()
+        q, s = torch.randn(2, 3, 3, requires_grad=True), torch.randn(2, 3, 10)
+        y = mixer(q, s)
+        assert y.grad_fn is not None and "NativeQMix" not in type(y.grad_fn).__name__
+        y.sum().backward()
+        assert q.grad is not None and torch.isfinite(q.grad).all()
+    finally:
+        monkeypatch.delenv(native.DISABLE_ENV)
+        native.load.cache_clear()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kaleibench.nn import native_mix
+from kaleibench.nn.products import linear
 
 
 class QMixer(nn.Module):
@@ -99,15 +100,19 @@ class QMixer(nn.Module):
         The four layers that read ``s`` run as one matrix product (their weights concatenated),
         the same products as the C path's forward pass.
         """
+        def layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            # without a gradient, the products of the C path's forward (same floats)
+            return torch.addmm(b, x, w.t()) if torch.is_grad_enabled() else linear(x, w, b)
+
         first = self._first_layers()
         widths = [w.shape[0] for w in first[:4]]
         k = sum(widths[:3])
-        pre = torch.addmm(torch.cat(first[4:]), s, torch.cat(first[:4]).t())  # (M, Σ widths)
+        pre = layer(s, torch.cat(first[:4]), torch.cat(first[4:]))  # (M, Σ widths)
         h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
         w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
-        w1 = torch.addmm(c_w1, h_w1, w_w1.t()).abs()  # (M, N·E)
-        wf = torch.addmm(c_wf, h_wf, w_wf.t()).abs()  # (M, E)
-        v = torch.addmm(c_v, h_v, w_v.t())  # (M, 1)
+        w1 = layer(h_w1, w_w1, c_w1).abs()  # (M, N·E)
+        wf = layer(h_wf, w_wf, c_wf).abs()  # (M, E)
+        v = layer(h_v, w_v, c_v)  # (M, 1)
         return w1, pre[:, k:], wf, v
 
     @staticmethod

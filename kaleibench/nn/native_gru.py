@@ -7,12 +7,13 @@ Same function as ``torch.nn.GRU`` (one layer, zero initial state, gate layout r,
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t−1} + b_hn))
     h_t = n_t + z_t ⊙ (h_{t−1} − n_t)
 
-Work split: torch does every matrix product — W_ih x for all steps at once, one ``mm`` per
-step for W_hh h_{t−1}, and after the backward loop the weight and input gradients as one
-product each over all T·M rows — and one C call per step does all the element-wise work of
-that step (forward: the biases, the gates and h_t; backward: the gradients of the
-pre-activations). Everything is time-major with rows (T, M, ·), the layout the agent network
-uses, so nothing is transposed on the way in or out.
+Work split: the matrix products go through :func:`kaleibench.nn.products.linear` (oneDNN where
+it runs, else torch's ``mm``) — W_ih x for all steps at once, one product per step for
+W_hh h_{t−1}, and after the backward loop the input gradient as one product over all T·M rows
+(the weight gradients, long sums over those rows, through torch's ``mm``) — and one C call per
+step does all the element-wise work of that step (forward: the biases, the gates and h_t;
+backward: the gradients of the pre-activations). Everything is time-major with rows
+(T, M, ·), the layout the agent network uses, so nothing is transposed on the way in or out.
 
 Autograd sees one node (:class:`NativeGruSequence`); the backward pass is BPTT:
 ∂L/∂h_{t−1} = (its output gradient) + z_t ⊙ ∂L/∂h_t + (∂L/∂gh_t) W_hh.
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kaleibench.nn.products import linear
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
@@ -58,34 +60,32 @@ def _forward(lib: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh
     """x (T, M, I) contiguous -> hs (T+1, M, H) with hs[0] = 0, and when ``save`` the gates
     (4, T, M, H) = [r, z, n, W_hn h + b_hn] of every step.
 
-    The products are taken without their biases (``mm``, not ``addmm``): the C step adds b_ih
-    and b_hh, which spares ``addmm``'s copy of the bias into every output row first."""
+    The products are taken without their biases: the C step adds b_ih and b_hh, which spares
+    copying the bias into every output row first."""
     t_len, m, i = x.shape
     h = w_hh.shape[1]
-    gi = torch.mm(x.view(t_len * m, i), w_ih.t())  # (T·M, 3H): W_ih x_t, all steps at once
+    gi = linear(x.view(t_len * m, i), w_ih)  # (T·M, 3H): W_ih x_t, all steps at once
     hs = torch.empty(t_len + 1, m, h)
     hs[0].zero_()
     gates = torch.empty(4, t_len, m, h) if save else None
-    gh = torch.empty(m, 3 * h)
-    w_hh_t = w_hh.t()
     b_ih, b_hh = b_ih.detach().contiguous(), b_hh.detach().contiguous()
     block = 4 * m * h  # bytes of one (M, H) float32 step block
-    gi_p, hs_p, gh_p = gi.data_ptr(), hs.data_ptr(), gh.data_ptr()
+    gi_p, hs_p = gi.data_ptr(), hs.data_ptr()
     bi_p, bh_p = b_ih.data_ptr(), b_hh.data_ptr()
     h_s = hs.unbind(0)
     step = lib.gru_fwd_step
     if gates is None:
         for t in range(t_len):
-            torch.mm(h_s[t], w_hh_t, out=gh)  # W_hh h_{t−1}
-            step(gi_p + 3 * t * block, gh_p, bi_p, bh_p, hs_p + t * block,
+            gh = linear(h_s[t], w_hh)  # W_hh h_{t−1}
+            step(gi_p + 3 * t * block, gh.data_ptr(), bi_p, bh_p, hs_p + t * block,
                  hs_p + (t + 1) * block, None, None, None, None, m, h, 0)  # fmt: skip
         return hs, None
     r_p, z_p, n_p, q_p = (gates[k].data_ptr() for k in range(4))
     for t in range(t_len):
-        torch.mm(h_s[t], w_hh_t, out=gh)
+        gh = linear(h_s[t], w_hh)
         o = t * block
-        step(gi_p + 3 * o, gh_p, bi_p, bh_p, hs_p + o, hs_p + o + block, r_p + o, z_p + o,
-             n_p + o, q_p + o, m, h, 1)  # fmt: skip
+        step(gi_p + 3 * o, gh.data_ptr(), bi_p, bh_p, hs_p + o, hs_p + o + block, r_p + o,
+             z_p + o, n_p + o, q_p + o, m, h, 1)  # fmt: skip
     return hs, gates
 
 
@@ -116,16 +116,19 @@ class NativeGruSequence(torch.autograd.Function):
         g_p, hs_p, di_p, dh_p = g.data_ptr(), hs.data_ptr(), d_gi.data_ptr(), d_gh.data_ptr()
         r_p, z_p, n_p, q_p = (gates[k].data_ptr() for k in range(4))
         g_s, dh_s = g.unbind(0), d_gh.unbind(0)
+        w_hh_t = w_hh.detach().t().contiguous()  # (H, 3H)
         step = lib.gru_bwd_step
         for t in range(t_len - 1, -1, -1):
             o = t * block
             step(g_p + o, hs_p + o, r_p + o, z_p + o, n_p + o, q_p + o, di_p + 3 * o,
                  dh_p + 3 * o, g_p + o - block if t > 0 else None, m, h)  # fmt: skip
             if t > 0:
-                g_s[t - 1].addmm_(dh_s[t], w_hh)  # ∂L/∂h_{t−1} += (∂L/∂gh_t) W_hh
+                g_s[t - 1].add_(linear(dh_s[t], w_hh_t))  # ∂L/∂h_{t−1} += (∂L/∂gh_t) W_hh
         d_gi2, d_gh2 = d_gi.view(t_len * m, 3 * h), d_gh.view(t_len * m, 3 * h)
-        grad_x = d_gi2.mm(w_ih).view(t_len, m, i) if ctx.needs_input_grad[0] else None
-        grad_w_ih = d_gi2.t().mm(x.view(t_len * m, i))
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = linear(d_gi2, w_ih.detach().t().contiguous()).view(t_len, m, i)
+        grad_w_ih = d_gi2.t().mm(x.view(t_len * m, i))  # Σ_t ∂gi_tᵀ x_t
         grad_w_hh = d_gh2.t().mm(hs[:-1].reshape(t_len * m, h))
         return grad_x, grad_w_ih, grad_w_hh, d_gi2.sum(0), d_gh2.sum(0)
 

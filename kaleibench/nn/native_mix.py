@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kaleibench.nn.products import linear
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -96,12 +97,12 @@ class NativeQMix(torch.autograd.Function):
         widths = [w.shape[0] for w in firsts]  # (H_w1, H_wf, H_v, E)
         k = sum(widths[:3])
         s = s.contiguous()
-        pre = torch.addmm(torch.cat(first_biases), s, torch.cat(firsts).t())  # (M, Σ widths)
+        pre = linear(s, torch.cat(firsts), torch.cat(first_biases))  # (M, Σ widths)
         h = torch.relu(pre[:, :k])  # (M, H_w1 + H_wf + H_v)
         h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-        w1 = torch.addmm(c_w1, h_w1, w_w1.t())  # (M, N·E)
-        wf = torch.addmm(c_wf, h_wf, w_wf.t())  # (M, E)
-        v = torch.addmm(c_v, h_v, w_v.t())  # (M, 1)
+        w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)
+        wf = linear(h_wf, w_wf, c_wf)  # (M, E)
+        v = linear(h_v, w_v, c_v)  # (M, 1)
         y, a = mix(q, w1, pre[:, k:], wf, v, save=True)
         ctx.save_for_backward(q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v)
         ctx.widths = widths

@@ -31,7 +31,7 @@ ARITHMETIC = 3
 """Revision of the training code's floating-point arithmetic (see the module docstring).
 1: until the QMIX family's target Q-values were reused between target syncs and its agents
 acted through the learner's GRU step; 2: until QMIX's mixer ran as one node with its mixing
-arithmetic in C; 3: since."""
+arithmetic in C and the learner's large products through oneDNN; 3: since."""
 
 ISA_FLAGS = (
     "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw",
@@ -96,12 +96,14 @@ def numerics_fingerprint() -> dict[str, Any]:
     """``{"cpu": ..., "libraries": ..., "hash": ...}``; equal hashes mean bit-equal runs are
     expected for equal configs, code and seeds (different hashes mean they are not)."""
     from kaleibench.nn import native_gru, native_mix
+    from kaleibench.nn.products import product_facts
     from kaleibench.utils.native import native_facts
 
     facts: dict[str, Any] = {"cpu": cpu_facts(), "libraries": library_facts()}
     if ARITHMETIC > 1:  # revision 1 predates the field: its references keep their hashes
         facts["arithmetic"] = ARITHMETIC
-    fallback = {**native_facts(native_gru.SOURCE), **native_facts(native_mix.SOURCE)}
-    if fallback:  # some C kernels could not run here
+    fallback = {**native_facts(native_gru.SOURCE), **native_facts(native_mix.SOURCE),
+                **product_facts()}
+    if fallback:  # some C kernels (or oneDNN's products) could not run here
         facts["native"] = fallback
     return {**facts, "hash": stable_hash(facts, length=12)}

@@ -110,9 +110,14 @@ def test_a_target_sync_or_polyak_updates_leave_no_stale_values() -> None:
             p.add_(0.1)
         learner.sync_targets()
         after = learner.target_values(batch)
-    assert learner.target_cache is not None and learner.target_cache.last_hit_rate == 0.0
-    for old, new in zip(before, after, strict=True):
+        fresh = learner.target_pass(batch)
+    # the sync computed every stored episode's values with the new target networks
+    assert learner.target_cache is not None and learner.target_cache.last_hit_rate == 1.0
+    size = learner.buffer.size
+    assert torch.equal(learner.target_cache.ids[:size], learner.buffer.ids[:size])
+    for old, new, now in zip(before, after, fresh, strict=True):
         assert not torch.allclose(old, new)
+        torch.testing.assert_close(new, now, rtol=1e-6, atol=1e-6)
     soft, _ = _learner("qmix")
     polyak = Qmix(soft.cfg.__class__(**{**soft.cfg.__dict__, "target_tau": 0.01}), soft.info, 0)
     assert polyak.target_cache is None  # the target changes every update: nothing to reuse
@@ -134,3 +139,25 @@ def test_the_checkpoint_carries_the_cache_so_a_resume_reads_the_same_values() ->
     assert a["target_cache_hit_rate"] > 0
     for p, q in zip(learner.params, resumed.params, strict=True):
         assert torch.equal(p, q)
+
+
+def test_stored_episodes_get_their_target_values_at_once() -> None:
+    """train_on computes the new episodes' values as it stores them (one wide pass), so the
+    updates that draw them read them; they equal a fresh target pass of each episode."""
+    learner, env = _learner()
+    assert learner.target_cache is not None
+    new = collect(env, learner, 0, True).batch
+    cache_ids = learner.target_cache.ids.clone()
+    learner.cfg = learner.cfg.__class__(**{**learner.cfg.__dict__, "updates_per_episode": 0})
+    learner.train_on(new, 0)  # stores, computes, no update
+    slots = (learner.target_cache.ids != cache_ids).nonzero().squeeze(1)
+    assert len(slots) == new.batch_size
+    assert torch.equal(learner.target_cache.ids[slots], learner.buffer.ids[slots])
+    stored = learner.buffer.episodes(slots)
+    with torch.no_grad():
+        cached = learner.target_values(stored)
+        assert learner.target_cache.last_hit_rate == 1.0
+        for one in range(new.batch_size):  # each episode alone: another batch composition
+            alone = learner.target_pass(stored.select(torch.tensor([one])))
+            for c, a in zip(cached, alone, strict=True):
+                torch.testing.assert_close(c[one:one + 1], a, rtol=1e-6, atol=1e-6)

@@ -81,6 +81,9 @@ class QmixConfig(QLearningConfig):
 
 
 AGENTS = ("gru", "mlp", "gru-1r3", "kalei-1r3")
+TARGET_CHUNK = 256
+"""Episodes per target pass when target values are computed ahead of the updates (768 rows
+per step on 3 agents: products wide enough for oneDNN's fast kernels, ~4 MB of values)."""
 AgentNet = Union["GruAgent", "MlpAgent", "Rnn1R3Agent"]
 """The recurrent agent networks: one step via ``forward``, whole episodes via ``unroll``."""
 
@@ -250,17 +253,37 @@ class Qmix:
         episodes drawn again since the last sync are read from :class:`TargetQCache`, the
         others computed.
         """
-        def compute(rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            part = batch if rows is None else batch.select(rows)
-            q = self.unroll(self.target_agent, part)  # (b, T+1, N, A)
-            return q, self.target_mixer.hyper(self.mixer_state(part)[:, 1:])  # (b, T, W)
-
         if self.target_cache is None or batch.slots is None or batch.ids is None:
-            return compute(None)
+            return self.target_pass(batch)
         b = batch.batch_size
         q, weights = self.target_cache.get(
-            batch.slots, batch.ids, lambda rows: compute(None if len(rows) == b else rows))
+            batch.slots, batch.ids,
+            lambda rows: self.target_pass(batch if len(rows) == b else batch.select(rows)))
         return q, weights
+
+    def target_pass(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q⁻ (b, T+1, N, A) and the target mixer's weights of s_1..s_T (b, T, W) of ``batch``,
+        computed (no gradient)."""
+        with torch.no_grad():
+            q = self.unroll(self.target_agent, batch)  # (b, T+1, N, A)
+            return q, self.target_mixer.hyper(self.mixer_state(batch)[:, 1:])
+
+    def fill_target_cache(self, slots: torch.Tensor) -> None:
+        """Compute and keep the target values of the stored episodes at buffer ``slots``, in
+        passes of :data:`TARGET_CHUNK` episodes.
+
+        Called for the episodes just stored and, after every target sync, for the whole
+        buffer: a few wide passes cost far less than the same values computed a few episodes
+        at a time inside the updates, where a pass's 26 sequential steps cost about the same
+        for 3 episodes as for 32 (measured: one missing episode of 32 adds 0.45 ms to a
+        ~7 ms update, three add 1 ms, all of them 2.5 ms).
+        """
+        if self.target_cache is None or len(slots) == 0:
+            return
+        for chunk in slots.split(TARGET_CHUNK):
+            part = self.buffer.episodes(chunk)
+            assert part.ids is not None
+            self.target_cache.put(chunk, part.ids, self.target_pass(part))
 
     def td_loss(self, batch: EpisodeBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """L_TD = E[(r + γ(1 − d)·Q_tot⁻(s′, argmax_u′ Q(s′,u′)) − Q_tot(s,u))²], filled steps.
@@ -357,11 +380,13 @@ class Qmix:
         return stats
 
     def sync_targets(self) -> None:
-        """Hard copy online → target (the kept target values are then stale: cleared)."""
+        """Hard copy online → target; the kept target values are then stale: cleared, and
+        computed anew for every stored episode (:meth:`fill_target_cache`)."""
         self.target_agent.load_state_dict(self.agent.state_dict())
         self.target_mixer.load_state_dict(self.mixer.state_dict())
         if self.target_cache is not None:
             self.target_cache.clear()
+            self.fill_target_cache(torch.arange(self.buffer.size))
 
     @torch.no_grad()
     def soft_update_targets(self, tau: float) -> None:
@@ -373,7 +398,7 @@ class Qmix:
     def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
         """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm);
         returns the updates' means (sums for counts such as ``n_reset``)."""
-        self.buffer.insert(batch)
+        self.fill_target_cache(self.buffer.insert(batch))
         interval = IntervalStats()
         for _ in range(batch.batch_size * self.cfg.updates_per_episode):
             if not self.buffer.can_sample(self.cfg.batch_size):

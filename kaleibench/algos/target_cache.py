@@ -11,10 +11,16 @@ evaluated since the last sync. The target pass is about a quarter of a QMIX upda
 matrix-product work (0.16 of 0.64 GFLOP on spread). Memory: per stored episode
 (T+1)·N·A + T·(N·E + 2E + 1) floats, 16 KB on spread (88 MB for a full 5,000-episode buffer).
 
+When: the QMIX learner computes the values ahead of the updates, in wide passes (see
+:meth:`~kaleibench.algos.qmix.Qmix.fill_target_cache`): for the episodes it has just stored,
+and for the whole buffer right after each sync. Inside an update, a pass over the few
+episodes still missing costs nearly as much as one over all 32 (its 26 steps are sequential),
+so computing them there cost up to 2.5 ms per update. Anything still missing when sampled
+(e.g. after loading an older checkpoint) is computed in the update, as before.
+
 The values are exactly what the target network gives on the episode (same function, same
-weights), computed when the episode is first drawn after a sync, in a batch of that update's
-other new episodes; a matrix product of another batch composition may round differently, so
-the cache is part of the learner's checkpoint and a resumed run reads the same values.
+weights); a matrix product of another batch composition may round differently, so the cache is
+part of the learner's checkpoint and a resumed run reads the same values.
 
 Identity: an entry belongs to the buffer slot's current episode (by its serial number, see
 :class:`~kaleibench.train.buffer.ReplayBuffer`), so an overwritten slot is a miss; a target
@@ -45,6 +51,16 @@ class TargetQCache:
         """Forget every entry (the target network changed)."""
         self.ids.fill_(-1)
 
+    def put(self, slots: torch.Tensor, ids: torch.Tensor, values: tuple[torch.Tensor, ...]
+            ) -> None:
+        """Store ``values`` (each (B, ...)) of the episodes with serial numbers ``ids`` in
+        buffer ``slots`` (both (B,))."""
+        if self.values is None:
+            self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in values)
+        for store, a in zip(self.values, values, strict=True):
+            store[slots] = a
+        self.ids[slots] = ids
+
     def get(self, slots: torch.Tensor, ids: torch.Tensor,
             compute: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
             ) -> tuple[torch.Tensor, ...]:
@@ -57,11 +73,7 @@ class TargetQCache:
         if n_hit < len(slots):
             rows = (~hit).nonzero().squeeze(1)  # (misses,)
             fresh = compute(rows)  # each (misses, ...)
-            if self.values is None:
-                self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in fresh)
-            for store, a in zip(self.values, fresh, strict=True):
-                store[slots[rows]] = a
-            self.ids[slots[rows]] = ids[rows]
+            self.put(slots[rows], ids[rows], fresh)
             if n_hit == 0:  # nothing to gather: the fresh values are the answer
                 return tuple(fresh)
         assert self.values is not None

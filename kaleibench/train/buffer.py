@@ -61,8 +61,9 @@ class ReplayBuffer:
         self.ids = torch.full((capacity,), -1, dtype=torch.long)
         """Serial number of the episode in each slot (-1: empty)."""
 
-    def insert(self, batch: EpisodeBatch) -> None:
-        """Copy the B episodes of ``batch`` in, overwriting the oldest when full."""
+    def insert(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Copy the B episodes of ``batch`` in, overwriting the oldest when full; returns the
+        (B,) slots they now occupy."""
         if not self.storage:
             self.storage = {
                 k: torch.zeros((self.capacity, *v.shape[1:]), dtype=v.dtype)
@@ -76,6 +77,12 @@ class ReplayBuffer:
         self.inserted += b
         self.cursor = int((self.cursor + b) % self.capacity)
         self.size = min(self.size + b, self.capacity)
+        return idx
+
+    def episodes(self, slots: torch.Tensor) -> EpisodeBatch:
+        """The stored episodes at ``slots``, with their slots and serial numbers."""
+        return EpisodeBatch({k: v[slots] for k, v in self.storage.items()}, slots=slots,
+                            ids=self.ids[slots])
 
     def can_sample(self, batch_size: int) -> bool:
         """Whether at least ``batch_size`` episodes are stored."""
@@ -86,8 +93,7 @@ class ReplayBuffer:
         if not self.can_sample(batch_size):
             raise ValueError(f"cannot sample {batch_size} episodes from {self.size}")
         idx = torch.randperm(self.size, generator=generator)[:batch_size]
-        return EpisodeBatch({k: v[idx] for k, v in self.storage.items()}, slots=idx,
-                            ids=self.ids[idx])
+        return self.episodes(idx)
 
     def state_dict(self) -> dict[str, object]:
         """Checkpointable state (only the filled part of the storage)."""

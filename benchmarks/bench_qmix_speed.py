@@ -4,17 +4,20 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
 
 * QMIX training env-steps per CPU-second (collect + update, the training loop's work, with a
   warm buffer: steady state; the buffer grows from 32 episodes as in a run's first ~75k steps,
-  and the share of target passes reused from the cache is printed) for the current code, for
-  the current code with the GRU's C kernels switched off (``KALEIBENCH_NATIVE=0``: its torch
-  path) and for the code before the learner speed work (commit ``b1385bd``, exported with
-  ``git archive`` into a temporary folder), and each ÷ raw mpe2 single-env stepping (random
-  actions, one ``parallel_env``);
-* one QMIX update in CPU-ms, old and new, with its target pass computed (the reuse cache is
-  cleared before each one), and ÷ the update's FLOP floor: the update's matrix-product FLOPs
-  (forward = 2·rows·in·out per layer, backward twice that, target pass forward only;
-  element-wise work not counted) divided by the GFLOP/s one core reaches on the update's main
-  product, (B·(T+1)·N, 64) × (64, 192), measured on the same machine in the same run; and the
-  update with every target pass reused, against the floor without that pass;
+  and the share of sampled episodes whose target values were read from the cache is printed)
+  for the current code, for the current code with its C kernels switched off
+  (``KALEIBENCH_NATIVE=0``: the torch paths) and for the code before the learner speed work
+  (commit ``b1385bd``, exported with ``git archive`` into a temporary folder), and each ÷ raw
+  mpe2 single-env stepping (random actions, one ``parallel_env``);
+* one QMIX update in CPU-ms, old and new, with its target pass computed (the cache of target
+  values is cleared before each one), and ÷ the update's FLOP floor: the update's
+  matrix-product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass
+  forward only; element-wise work not counted) divided by the faster of the rates one core
+  reaches on the update's main product, (B·(T+1)·N, 64) × (64, 192), through ``torch.mm``
+  (MKL) and through oneDNN (:mod:`kaleibench.nn.products`), measured on the same machine in
+  the same run (both rates are printed, and the update against ``torch.mm``'s rate too); and
+  the update with every target value read from the cache, against the floor without the
+  target pass;
 * Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new;
 * the same figures for the current code with glibc's default ``malloc`` thresholds (without
   :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
@@ -73,7 +76,7 @@ for _ in range(4):  # warm buffer: every later episode triggers one update per r
 for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
-MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm")
+MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "mkldnn::_linear_pointwise")
 cache = getattr(algo, "target_cache", None)  # reused target Q-values (absent in old code)
 hits: list[float] = []
 
@@ -121,12 +124,26 @@ import torch
 seconds = float(sys.argv[1])
 rows = 32 * 26 * 3  # the update's main product: (B·(T+1)·N, 64) x (64, 192)
 a, w = torch.randn(rows, 64), torch.randn(64, 192)
-rates = []
-for _ in range(7):
-    start = time.process_time()
-    for _ in range(50):
-        a @ w
-    rates.append(2 * rows * 64 * 192 * 50 / (time.process_time() - start))
+
+
+def rate(product):
+    product()
+    rates = []
+    for _ in range(7):
+        start = time.process_time()
+        for _ in range(50):
+            product()
+        rates.append(2 * rows * 64 * 192 * 50 / (time.process_time() - start))
+    return sorted(rates)[3]
+
+
+mm_rate = rate(lambda: a @ w)
+try:  # the learner's products go through oneDNN where it runs (kaleibench.nn.products)
+    from kaleibench.nn.products import linear, onednn
+    w_t = w.t().contiguous()
+    onednn_rate = rate(lambda: linear(a, w_t)) if onednn() else 0.0
+except ImportError:  # older code
+    onednn_rate = 0.0
 env = importlib.import_module("mpe2.simple_spread_v3").parallel_env(
     N=3, local_ratio=0.5, max_cycles=25)
 rng = np.random.default_rng(0)
@@ -137,7 +154,8 @@ while time.process_time() - start < seconds:
         env.step({a: int(rng.integers(5)) for a in env.possible_agents})
     steps += 25
 raw = steps / (time.process_time() - start)
-print(json.dumps({"flops": sorted(rates)[3], "raw": raw}))
+print(json.dumps({"flops": max(mm_rate, onednn_rate), "mm": mm_rate, "onednn": onednn_rate,
+                  "raw": raw}))
 """
 
 
@@ -215,6 +233,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
                      "malloc": (REPO, {"BENCH_KEEP_MEMORY": "0"})}
             probe = _probe(CPU_SECONDS / 3)
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
+            m["mm rate"], m["onednn rate"] = probe["mm"], probe["onednn"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
@@ -233,18 +252,23 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f" / old {OLD_COMMIT} {m['old train']:.0f} = {m['new train'] / m['old train']:.2f}x "
         f"(goal >= 2x); ÷ raw mpe2 stepping {m['raw']:.0f}/CPU-s: new "
         f"{m['new train'] / m['raw']:.2f}, old {m['old train'] / m['raw']:.2f}")
+    mm_floor_ms = update_flops() / m["mm rate"] * 1e3
     RATIO_LINES.append(
         f"QMIX update: new {m['new qmix']:.2f} ms / old {m['old qmix']:.2f} ms = "
         f"{m['new qmix'] / m['old qmix']:.2f}x; FLOP floor {update_flops() / 1e9:.2f} GFLOP at "
         f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
-        f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x)")
+        f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x); the main product runs "
+        f"at {m['mm rate'] / 1e9:.0f} GFLOP/s through torch.mm (MKL), "
+        f"{m['onednn rate'] / 1e9:.0f} through oneDNN (0: not available); against torch.mm's "
+        f"rate ({mm_floor_ms:.2f} ms) new {m['new qmix'] / mm_floor_ms:.2f}x, old "
+        f"{m['old qmix'] / mm_floor_ms:.2f}x")
     reused_ms = update_flops(target_pass=False) / m["floor"] * 1e3
     RATIO_LINES.append(
-        f"target Q-values reused between target syncs: the training above reused "
-        f"{m['hits']:.0%} of its sampled episodes' target passes (a run of 50k steps reuses "
-        f"~83 %, 200k ~57 %, 2M ~44 %); an update with every target pass reused "
+        f"target values computed ahead (new episodes as stored, the whole buffer after each "
+        f"target sync): the training above read {m['hits']:.0%} of its sampled episodes' "
+        f"target values from the cache; an update with all of them read "
         f"{m['new cached']:.2f} ms = {m['new cached'] / reused_ms:.2f}x its own floor "
-        f"({reused_ms:.2f} ms), with none reused {m['new qmix']:.2f} ms")
+        f"({reused_ms:.2f} ms), with none {m['new qmix']:.2f} ms")
     RATIO_LINES.append(
         f"where the new update's time goes (torch profiler, 10 updates): matrix products "
         f"{m['matmul ms']:.2f} ms = {m['matmul ms'] / m['new qmix']:.0%} of the unprofiled "
@@ -252,7 +276,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"({update_flops() / m['matmul ms'] / 1e6 / (m['floor'] / 1e9):.0%} of the main "
         f"product's rate); everything else {m['new qmix'] - m['matmul ms']:.2f} ms")
     RATIO_LINES.append(
-        f"the C gate kernels (KALEIBENCH_NATIVE=0 forces the torch path): training new "
+        f"the C kernels (KALEIBENCH_NATIVE=0 forces the torch paths): training new "
         f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "
         f"{m['new train'] / m['no-C train']:.2f}x; update {m['new qmix']:.2f} / "
         f"{m['no-C qmix']:.2f} ms = {m['new qmix'] / m['no-C qmix']:.2f}x; no-C update "

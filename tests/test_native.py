@@ -101,6 +101,15 @@ def test_the_opt_out_forces_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> N
     assert native.unavailable_reason("gru_kernels.c") == f"{native.DISABLE_ENV}=0"
 
 
+def test_the_build_key_covers_the_local_headers_a_source_includes(tmp_path: Path) -> None:
+    (tmp_path / "k.c").write_text('#include <stdint.h>\n#include "poly.h"\nint f(void);\n')
+    (tmp_path / "poly.h").write_text("#define C 1\n")
+    before = native.source_text(tmp_path / "k.c")
+    (tmp_path / "poly.h").write_text("#define C 2\n")
+    assert native.source_text(tmp_path / "k.c") != before
+    assert "#define C 2" in native.source_text(tmp_path / "k.c")
+
+
 def test_the_build_key_changes_with_source_and_compiler() -> None:
     base = native.build_key("int f(void);", "gcc 12.2.0")
     assert base == native.build_key("int f(void);", "gcc 12.2.0")

@@ -8,31 +8,21 @@
  *   r = sigmoid(gi_r + gh_r)        z = sigmoid(gi_z + gh_z)
  *   n = tanh(gi_n + r * gh_n)       h = n + z * (h_prev - n)
  *
- * exp is evaluated in float with a Cody-Waite range reduction and a degree-5 polynomial (the
- * classic Cephes expf coefficients, relative error about 1e-7) so that the compiler can
- * vectorise the loops; sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
+ * exp is evaluated in float with a Cody-Waite range reduction and a degree-5 polynomial
+ * (exp_poly.h, relative error about 1e-7) so that the compiler can vectorise the loops; sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
  * Build flags (kaleibench/utils/native.py): -O3 -march=native -fno-trapping-math
  * -fno-math-errno -fopenmp-simd; no -ffast-math, so every operation is an IEEE float op. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "exp_poly.h"
+
 /* exp(x) for x in [-87, 88] (clamped), finite float result. */
 static inline float exp_f(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float fx = floorf(x * 1.44269504088896341f + 0.5f); /* round(x / ln 2) */
-  float g = x - fx * 0.693359375f;                    /* x - fx ln 2, ln 2 split in two */
-  g = g + fx * 2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * g + 1.3981999507e-3f;
-  y = y * g + 8.3334519073e-3f;
-  y = y * g + 4.1665795894e-2f;
-  y = y * g + 1.6666665459e-1f;
-  y = y * g + 5.0000001201e-1f;
-  y = y * g * g + g + 1.0f; /* exp(g), |g| <= ln 2 / 2 */
-  union { int32_t i; float f; } scale;
-  scale.i = ((int32_t)fx + 127) << 23; /* 2^fx */
-  return y * scale.f;
+  float two_k;
+  float em1 = expm1_reduced(x, &two_k);
+  return (em1 + 1.0f) * two_k;
 }
 
 static inline float sigmoid_f(float a) { return 1.0f / (1.0f + exp_f(-a)); }

@@ -8,29 +8,20 @@
  * torch spreads this (and its backward pass) over ~15 calls of a few microseconds each on
  * tensors of a few thousand floats; here it is one call. Every sum has an order fixed by the
  * source: over agents in index order, over the E mixing units by sum8 (eight running sums, then
- * combined pairwise), so the result does not depend on the vector width or the compiler. ELU(a) = a for a > 0 and expm1(a) otherwise, with expm1 from the same range reduction
- * and polynomial as exp: a = k ln 2 + g, |g| <= ln 2 / 2, expm1(a) = 2^k expm1(g) + (2^k - 1),
- * and expm1(g) = g + g² P(g) is accurate near 0 (no cancellation in exp(g) - 1).
+ * combined pairwise), so the result does not depend on the vector width or the compiler.
+ * ELU(a) = a for a > 0 and expm1(a) otherwise, with expm1 from the same range reduction and
+ * polynomial as the GRU's exp (exp_poly.h), accurate near 0.
  * Build flags as gru_kernels.c (kaleibench/utils/native.py): plain IEEE float arithmetic. */
 #include <stddef.h>
 #include <stdint.h>
 
+#include "exp_poly.h"
+
 /* expm1(x) for x <= 88 (clamped below at -87, where it is -1 in float anyway). */
 static inline float expm1_f(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float fx = __builtin_floorf(x * 1.44269504088896341f + 0.5f); /* k = round(x / ln 2) */
-  float g = x - fx * 0.693359375f;                              /* x - k ln 2, ln 2 in two */
-  g = g + fx * 2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * g + 1.3981999507e-3f;
-  y = y * g + 8.3334519073e-3f;
-  y = y * g + 4.1665795894e-2f;
-  y = y * g + 1.6666665459e-1f;
-  y = y * g + 5.0000001201e-1f;
-  float em1 = y * g * g + g; /* expm1(g) */
-  union { int32_t i; float f; } scale;
-  scale.i = ((int32_t)fx + 127) << 23; /* 2^k */
-  return scale.f * em1 + (scale.f - 1.0f);
+  float two_k;
+  float em1 = expm1_reduced(x, &two_k);
+  return two_k * em1 + (two_k - 1.0f);
 }
 
 /* x_0 + ... + x_{E-1} as eight strided running sums (x_k, x_{k+8}, ...) combined pairwise:

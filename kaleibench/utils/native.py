@@ -28,6 +28,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -96,6 +97,14 @@ def build_key(source: str, cc_version: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def source_text(path: Path) -> str:
+    """The C file's text followed by the text of each local header it includes
+    (``#include "name.h"``, looked up beside it): everything its build depends on."""
+    text = path.read_text()
+    headers = re.findall(r'^\s*#\s*include\s*"([^"]+)"', text, flags=re.MULTILINE)
+    return "\n".join([text, *((path.parent / h).read_text() for h in headers)])
+
+
 def _compile(cc: str, source_path: Path, target: Path) -> None:
     """Compile ``source_path`` into ``target`` atomically; raises RuntimeError on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +134,7 @@ def load(source_path: str) -> ctypes.CDLL | None:
     elif (cc := compiler()) is None:
         reason = "no C compiler found (set CC, or install gcc or clang)"
     else:
-        key = build_key(path.read_text(), compiler_version(cc))
+        key = build_key(source_text(path), compiler_version(cc))
         target = cache_dir() / "native" / f"{path.stem}-{key}.so"
         try:
             if not target.is_file():

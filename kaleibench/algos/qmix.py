@@ -249,9 +249,9 @@ class Qmix:
         """Without gradient: Q⁻ of the target agent over all T+1 steps (B, T+1, N, A) and the
         target mixer's weights of the next states s_1..s_T (B, T, ``n_weights``).
 
-        Both depend only on the target networks and the episode: between hard target syncs,
-        episodes drawn again since the last sync are read from :class:`TargetQCache`, the
-        others computed.
+        Both depend only on the target networks and the episode: between hard target syncs
+        they are read from :class:`TargetQCache`, where :meth:`fill_target_cache` put them
+        ahead of the updates; any still missing are computed here (and kept).
         """
         if self.target_cache is None or batch.slots is None or batch.ids is None:
             return self.target_pass(batch)
@@ -396,8 +396,9 @@ class Qmix:
                 p_t.lerp_(p, tau)
 
     def train_on(self, batch: EpisodeBatch, t_env: int) -> dict[str, float]:
-        """Store the B new episodes, then B × ``updates_per_episode`` updates (once warm);
-        returns the updates' means (sums for counts such as ``n_reset``)."""
+        """Store the B new episodes (and compute their target values), then
+        B × ``updates_per_episode`` updates (once warm); returns the updates' means (sums for
+        counts such as ``n_reset``)."""
         self.fill_target_cache(self.buffer.insert(batch))
         interval = IntervalStats()
         for _ in range(batch.batch_size * self.cfg.updates_per_episode):

@@ -68,7 +68,7 @@ def mix(q: Tensor, w1: Tensor, b1: Tensor, wf: Tensor, v: Tensor, save: bool
     """Q_tot (M,) = ELU(q |w1| + b1) · |wf| + v for q (M, N) and the raw hypernetwork outputs
     w1 (M, N·E), b1 (M, E), wf (M, E), v (M, 1) (2-D views with contiguous rows; |·| is taken
     here, so already non-negative weights give the same result). With ``save`` also the
-    pre-activations a (M, E) for :func:`mix_backward`."""
+    pre-activations a (M, E), which :class:`NativeQMix`'s backward pass reads."""
     lib = kernels()
     assert lib is not None, "mix needs the C kernels (see native_mix.available)"
     m, n = q.shape

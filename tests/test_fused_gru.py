@@ -45,7 +45,8 @@ def _grads(fn, rnn: nn.GRU, x: torch.Tensor, weight: torch.Tensor) -> list[torch
 
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize(("t_len", "m", "i_dim", "h_dim"),
-                         [(1, 1, 1, 1), (7, 5, 4, 6), (26, 96, 64, 64)])
+                         [(1, 1, 1, 1), (7, 5, 4, 6), (26, 96, 64, 64), (5, 13, 7, 20),
+                          (4, 7, 5, 48)])  # H = 20, 48: vector tiles and the portable loop
 def test_outputs_and_gradients_match_nn_gru(batch_first: bool, t_len: int, m: int, i_dim: int,
                                             h_dim: int) -> None:
     gen = torch.Generator().manual_seed(t_len * 100 + m)

@@ -125,7 +125,8 @@ def test_the_fingerprint_tells_runs_with_and_without_the_kernels_apart(
     monkeypatch.setenv(native.DISABLE_ENV, "0")
     native.load.cache_clear()
     without = numerics_fingerprint()
-    assert without["native"] == {"gru_kernels.c": "unavailable", "mix_kernels.c": "unavailable"}
+    assert without["native"] == {"gru_kernels.c": "unavailable", "mix_kernels.c": "unavailable",
+                                 "wgrad_kernels.c": "unavailable"}
     assert without["hash"] != with_c["hash"]
 
 

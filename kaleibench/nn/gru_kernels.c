@@ -1,9 +1,9 @@
-/* GRU gate arithmetic for kaleibench's learner: one call per time step for all M rows.
+/* GRU arithmetic for kaleibench's learner: whole sequences in one call, gates for all M rows.
  *
- * The matrix products (W_ih x for all steps, W_hh h per step) stay in torch, the biases are
- * added here;
- * these loops do the element-wise part of a step, which torch and numpy spread over 5-8 calls
- * of a few microseconds each. Gate layout as torch.nn.GRU: rows (r, z, n) of width H.
+ * W_ih x for all steps is one product in torch (before the call). gru_fwd_seq then runs the
+ * recurrence: per step the product h_{t-1} W_hhᵀ (fma_gemm.h) and the element-wise gate work of
+ * gru_fwd_step, biases included; gru_bwd_seq runs BPTT the same way. Gate layout as
+ * torch.nn.GRU: rows (r, z, n) of width H.
  *
  *   r = sigmoid(gi_r + gh_r)        z = sigmoid(gi_z + gh_z)
  *   n = tanh(gi_n + r * gh_n)       h = n + z * (h_prev - n)
@@ -11,12 +11,14 @@
  * exp is evaluated in float with a Cody-Waite range reduction and a degree-5 polynomial
  * (exp_poly.h, relative error about 1e-7) so that the compiler can vectorise the loops; sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
  * Build flags (kaleibench/utils/native.py): -O3 -march=native -fno-trapping-math
- * -fno-math-errno -fopenmp-simd; no -ffast-math, so every operation is an IEEE float op. */
+ * -fno-math-errno -fopenmp-simd -ffp-contract=off; no -ffast-math, so every operation is an IEEE
+ * float op (the products' fused multiply-adds are written out, see fma_gemm.h). */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "exp_poly.h"
+#include "fma_gemm.h"
 
 /* exp(x) for x in [-87, 88] (clamped), finite float result. */
 static inline float exp_f(float x) {
@@ -98,5 +100,43 @@ void gru_bwd_step(const float* restrict g, const float* restrict hp, const float
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) q[j] += gg[j] * Z[j];
     }
+  }
+}
+
+/* The whole forward recurrence in one call. gi (T,M,3H) = W_ih x_t for every step (products
+   without bias), wt (H,3H) = W_hhᵀ, bi = b_ih, bh = b_hh; hs (T+1,M,H) holds h_0 in hs[0] and
+   receives h_1..h_T; gh (M,3H) is work space. Per step: gh = h_{t-1} W_hhᵀ (fma_gemm.h: each
+   element a fused multiply-add chain over k in order), then gru_fwd_step. When save != 0 the
+   gates of step t go to r, z, n, ghn + t·M·H (each (T,M,H)). */
+void gru_fwd_seq(const float* restrict gi, const float* restrict wt, const float* restrict bi,
+                 const float* restrict bh, float* restrict hs, float* restrict gh,
+                 float* restrict r_o, float* restrict z_o, float* restrict n_o,
+                 float* restrict g_o, int64_t T, int64_t M, int64_t H, int save) {
+  const int64_t blk = M * H;
+  for (int64_t t = 0; t < T; ++t) {
+    fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, M, 3 * H, H, 0);
+    if (save)
+      gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk,
+                   r_o + t * blk, z_o + t * blk, n_o + t * blk, g_o + t * blk, M, H, 1);
+    else
+      gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk, NULL, NULL,
+                   NULL, NULL, M, H, 0);
+  }
+}
+
+/* BPTT over the whole sequence in one call. g (T,M,H) holds ∂L/∂h_t from the outputs and is
+   turned into the total ∂L/∂h_t, from t = T-1 down; hs, r, z, n, ghn as saved by gru_fwd_seq;
+   w (3H,H) = W_hh. Writes di, dh (T,M,3H) as gru_bwd_step does, and for t > 0 adds to
+   ∂L/∂h_{t-1} first the direct path g·z and then the product dh_t W_hh. */
+void gru_bwd_seq(float* restrict g, const float* restrict hs, const float* restrict r_,
+                 const float* restrict z_, const float* restrict n_, const float* restrict ghn_,
+                 float* restrict di, float* restrict dh, const float* restrict w, int64_t T,
+                 int64_t M, int64_t H) {
+  const int64_t blk = M * H;
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const int64_t o = t * blk;
+    gru_bwd_step(g + o, hs + o, r_ + o, z_ + o, n_ + o, ghn_ + o, di + 3 * o, dh + 3 * o,
+                 t > 0 ? g + o - blk : NULL, M, H);
+    if (t > 0) fma_gemm(dh + 3 * o, 3 * H, 1, w, H, g + o - blk, H, M, H, 3 * H, 1);
   }
 }

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import linear
+from kaleibench.nn.products import linear, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -131,9 +131,10 @@ class NativeQMix(torch.autograd.Function):
         torch.mm(d_v, w_v, out=d_h_v)
         lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
         h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-        grad_first = torch.mm(d_pre.t(), s).split(widths)  # (Σ widths, S) -> per layer
-        grad_first_b = d_pre.sum(0).split(widths)
-        grads_second = (torch.mm(d_w1.t(), h_w1), d_w1.sum(0), torch.mm(d_wf.t(), h_wf),
-                        d_wf.sum(0), torch.mm(d_v.t(), h_v), d_v.sum(0))  # fmt: skip
+        g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)
+        assert b_first is not None
+        grad_first, grad_first_b = g_first.split(widths), b_first.split(widths)  # per layer
+        grads_second = (*weight_grad(d_w1, h_w1, bias=True), *weight_grad(d_wf, h_wf, bias=True),
+                        *weight_grad(d_v, h_v, bias=True))  # fmt: skip
         grad_q = d_q if ctx.needs_input_grad[0] else None
         return (grad_q, None, *grad_first, *grad_first_b, *grads_second)

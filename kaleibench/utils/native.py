@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 FLAGS = ("-O3", "-march=native", "-std=c99", "-ffp-contract=off", "-fopenmp-simd",
          "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")  # fmt: skip
 """Optimised and vectorised for this CPU, but plain IEEE arithmetic: no ``-ffast-math`` (no
-reassociation) and no contraction of ``a * b + c`` into fused multiply-adds. Every lane then
-computes the same correctly rounded operations in the order written, so the kernels' results do
-not depend on the vector width, the instruction set or the compiler."""
+reassociation) and no implicit contraction of ``a * b + c`` into fused multiply-adds; the matrix
+products' fused multiply-adds are written out (``fma_gemm.h``: intrinsics, or ``fmaf``), one
+correctly rounded operation each. Every lane then computes the same correctly rounded operations
+in the order written, so the kernels' results do not depend on the vector width, the instruction
+set or the compiler."""
 DISABLE_ENV = "KALEIBENCH_NATIVE"
 """Set to ``0`` to never build or load C kernels (the torch paths run instead)."""
 CACHE_ENV = "KALEIBENCH_CACHE"

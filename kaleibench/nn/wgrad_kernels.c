@@ -1,0 +1,75 @@
+/* Weight gradients of the learner's linear layers: G = Dᵀ X, a sum of R outer products.
+ *
+ * D (R, N) holds ∂L/∂(layer output) and X (R, K) the layer's input, one row per sample and time
+ * step; G (N, K) = Σ_r D[r]ᵀ X[r] is the weight's gradient and, on request, b (N) = Σ_r D[r] the
+ * bias's. torch's mm sends this product to MKL, whose AVX2 code runs on AMD processors even where
+ * they have AVX-512; both operands are row-major with R as their outer dimension, so oneDNN would
+ * need both copied into transposed layouts first. Here the tiles of fma_gemm.h read them as they
+ * are: Gᵀ (K, N) += Xᵀ D, with Xᵀ read through strides.
+ *
+ * Each element is summed in two levels, Σ_chunks (Σ_{r in chunk} terms) over chunks of RC rows in
+ * order, each inner sum with fused multiply-adds in row order. That keeps the rounding error near
+ * that of a blocked library product (a plain running sum over thousands of rows loses several
+ * times more), and a chunk of D's column panel stays in the L1 cache while all of X's columns
+ * pass over it. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "fma_gemm.h"
+
+#define RC 128 /* rows per chunk */
+
+/* Vector width in floats of fma_gemm.h's tiles here (0: only its portable loop). */
+int wgrad_vector_width(void) { return FG_VW; }
+
+/* Columns left to the portable loop when a product is vectorised along n columns. */
+static int64_t leftover(int64_t n) { return FG_VW > 0 ? n % (FG_VW > 0 ? FG_VW : 1) : n; }
+
+/* G (N, K) = Σ_r D[r]ᵀ X[r] for D (R, N) with row stride ldd and X (R, K) with row stride ldx
+   (floats; column slices of wider arrays are fine); when b != NULL also b (N) = Σ_r D[r], summed
+   in the same two levels. G and b are written, not accumulated into.
+   orient: 0 computes Gᵀ (K, N) = Xᵀ D, vectors along N, into a work buffer and transposes it;
+   1 computes G = Dᵀ X directly, vectors along K; -1 picks the one with fewer columns left to the
+   portable loop. Every element gets the same operations in the same order either way, so the
+   choice changes the speed only (tested). Returns 0, or -1 when the work buffer could not be
+   allocated (nothing written). */
+int wgrad(const float* restrict d, int64_t ldd, const float* restrict x, int64_t ldx,
+          float* restrict g, float* restrict b, int64_t R, int64_t N, int64_t K, int orient) {
+  if (orient < 0) orient = leftover(K) * N < leftover(N) * K ? 1 : 0;
+  if (orient == 1) {
+    for (int64_t e = 0; e < N * K; ++e) g[e] = 0.0f;
+    for (int64_t c = 0; c < R; c += RC) {
+      int64_t rows = R - c < RC ? R - c : RC;
+      fma_gemm(d + c * ldd, 1, ldd, x + c * ldx, ldx, g, K, N, K, rows, 1);
+    }
+  } else {
+    float* gt = calloc((size_t)(K * N) + 1, sizeof(float));
+    if (!gt) return -1;
+    for (int64_t c = 0; c < R; c += RC) {
+      int64_t rows = R - c < RC ? R - c : RC;
+      fma_gemm(x + c * ldx, 1, ldx, d + c * ldd, ldd, gt, N, K, N, rows, 1);
+    }
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) g[n * K + k] = gt[k * N + n];
+    free(gt);
+  }
+  if (b) {
+    for (int64_t n0 = 0; n0 < N; n0 += 256) {
+      float part[256];
+      int64_t nn = N - n0 < 256 ? N - n0 : 256;
+      for (int64_t n = 0; n < nn; ++n) b[n0 + n] = 0.0f;
+      for (int64_t c = 0; c < R; c += RC) {
+        int64_t c1 = c + RC < R ? c + RC : R;
+        for (int64_t n = 0; n < nn; ++n) part[n] = 0.0f;
+        for (int64_t r = c; r < c1; ++r) {
+          const float* dr = d + r * ldd + n0;
+#pragma omp simd
+          for (int64_t n = 0; n < nn; ++n) part[n] += dr[n];
+        }
+        for (int64_t n = 0; n < nn; ++n) b[n0 + n] += part[n];
+      }
+    }
+  }
+  return 0;
+}

@@ -12,16 +12,18 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
 * one QMIX update in CPU-ms, old and new, with its target pass computed (the cache of target
   values is cleared before each one), and ÷ the update's FLOP floor: the update's
   matrix-product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass
-  forward only; element-wise work not counted) divided by the faster of the rates one core
+  forward only; element-wise work not counted) divided by the fastest of the rates one core
   reaches on the update's main product, (B·(T+1)·N, 64) × (64, 192), through ``torch.mm``
-  (MKL) and through oneDNN (:mod:`kaleibench.nn.products`), measured on the same machine in
-  the same run (both rates are printed, and the update against ``torch.mm``'s rate too); and
+  (MKL), through oneDNN and through the C tiles of ``fma_gemm.h`` (:mod:`kaleibench.nn.products`),
+  measured on the same machine in the same run (all three rates are printed, and the update
+  against ``torch.mm``'s rate too); and
   the update with every target value read from the cache, against the floor without the
   target pass;
 * Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new;
 * the same figures for the current code with glibc's default ``malloc`` thresholds (without
   :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
-  where the current update's time goes: its matrix products' CPU time under torch's profiler.
+  where the current update's time goes under torch's profiler: torch's and oneDNN's matrix
+  products, and the hand-written autograd nodes (whose C products it cannot see one by one).
 
 Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
 The versions run as persistent workers asked in turn (old, new, no-C, old, new, ...), so that
@@ -77,6 +79,7 @@ for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
 MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "mkldnn::_linear_pointwise")
+NODES = ("NativeGru", "NativeQMix", "DenseRows")
 cache = getattr(algo, "target_cache", None)  # reused target Q-values (absent in old code)
 hits: list[float] = []
 
@@ -90,13 +93,15 @@ def update(reuse):
 for line in sys.stdin:  # "update K": CPU-ms per update (target pass computed), "cached K": the
     cmd, arg = line.split()  # same with every target pass reused; "train S": env-steps per
     start = time.process_time()  # CPU-second; "hits 0": mean reuse rate in "train" so far;
-    if cmd == "profile":  # "profile K": CPU-ms per update spent in matrix products
-        from torch.profiler import profile
-        with profile() as prof:
-            for _ in range(int(arg)):
+    if cmd in ("profile", "nodes"):  # "profile K": CPU-ms per update spent in torch's and
+        from torch.profiler import profile  # oneDNN's matrix products; "nodes K": in the
+        with profile() as prof:  # hand-written autograd nodes (their C products and element-wise
+            for _ in range(int(arg)):  # work, which the profiler does not see one by one)
                 update(False)
-        matmul = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMULS)
-        out = matmul / 1e3 / int(arg)
+        keys = MATMULS if cmd == "profile" else None
+        spent = sum(e.self_cpu_time_total for e in prof.key_averages()
+                    if (e.key in MATMULS if keys else e.key.startswith(NODES)))
+        out = spent / 1e3 / int(arg)
     elif cmd in ("update", "cached"):
         for _ in range(int(arg)):
             update(cmd == "cached")
@@ -144,6 +149,11 @@ try:  # the learner's products go through oneDNN where it runs (kaleibench.nn.pr
     onednn_rate = rate(lambda: linear(a, w_t)) if onednn() else 0.0
 except ImportError:  # older code
     onednn_rate = 0.0
+try:  # and through the C tiles of fma_gemm.h (kaleibench.nn.products.matmul)
+    from kaleibench.nn.products import _kernels, matmul
+    c_rate = rate(lambda: matmul(a, w)) if _kernels() is not None else 0.0
+except ImportError:
+    c_rate = 0.0
 env = importlib.import_module("mpe2.simple_spread_v3").parallel_env(
     N=3, local_ratio=0.5, max_cycles=25)
 rng = np.random.default_rng(0)
@@ -154,8 +164,8 @@ while time.process_time() - start < seconds:
         env.step({a: int(rng.integers(5)) for a in env.possible_agents})
     steps += 25
 raw = steps / (time.process_time() - start)
-print(json.dumps({"flops": max(mm_rate, onednn_rate), "mm": mm_rate, "onednn": onednn_rate,
-                  "raw": raw}))
+print(json.dumps({"flops": max(mm_rate, onednn_rate, c_rate), "mm": mm_rate,
+                  "onednn": onednn_rate, "c": c_rate, "raw": raw}))
 """
 
 
@@ -233,7 +243,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
                      "malloc": (REPO, {"BENCH_KEEP_MEMORY": "0"})}
             probe = _probe(CPU_SECONDS / 3)
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
-            m["mm rate"], m["onednn rate"] = probe["mm"], probe["onednn"]
+            m["mm rate"], m["onednn rate"], m["c rate"] = probe["mm"], probe["onednn"], probe["c"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
                 for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
                     m[f"{tag} {variant}"] = value
@@ -242,6 +252,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS, "hits 0")
             m["hits"] = rates["new then"]
             m["matmul ms"] = _alternate({"new": roots["new"]}, "qmix", "profile 10", 3)["new"]
+            m["nodes ms"] = _alternate({"new": roots["new"]}, "qmix", "nodes 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
 
@@ -259,7 +270,8 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
         f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x); the main product runs "
         f"at {m['mm rate'] / 1e9:.0f} GFLOP/s through torch.mm (MKL), "
-        f"{m['onednn rate'] / 1e9:.0f} through oneDNN (0: not available); against torch.mm's "
+        f"{m['onednn rate'] / 1e9:.0f} through oneDNN, {m['c rate'] / 1e9:.0f} through the C "
+        f"tiles (0: not available); against torch.mm's "
         f"rate ({mm_floor_ms:.2f} ms) new {m['new qmix'] / mm_floor_ms:.2f}x, old "
         f"{m['old qmix'] / mm_floor_ms:.2f}x")
     reused_ms = update_flops(target_pass=False) / m["floor"] * 1e3
@@ -270,11 +282,12 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['new cached']:.2f} ms = {m['new cached'] / reused_ms:.2f}x its own floor "
         f"({reused_ms:.2f} ms), with none {m['new qmix']:.2f} ms")
     RATIO_LINES.append(
-        f"where the new update's time goes (torch profiler, 10 updates): matrix products "
-        f"{m['matmul ms']:.2f} ms = {m['matmul ms'] / m['new qmix']:.0%} of the unprofiled "
-        f"{m['new qmix']:.2f} ms, at {update_flops() / m['matmul ms'] / 1e6:.0f} GFLOP/s "
-        f"({update_flops() / m['matmul ms'] / 1e6 / (m['floor'] / 1e9):.0%} of the main "
-        f"product's rate); everything else {m['new qmix'] - m['matmul ms']:.2f} ms")
+        f"where the new update's time goes (torch profiler, 10 updates, self times): torch's and "
+        f"oneDNN's matrix products {m['matmul ms']:.2f} ms; the hand-written autograd nodes "
+        f"(GRU, mixer, dense layers: their C products and element-wise work) "
+        f"{m['nodes ms']:.2f} ms; of the unprofiled {m['new qmix']:.2f} ms that leaves "
+        f"{m['new qmix'] - m['matmul ms'] - m['nodes ms']:.2f} ms for everything else (sampling, "
+        f"loss, optimiser, Python)")
     RATIO_LINES.append(
         f"the C kernels (KALEIBENCH_NATIVE=0 forces the torch paths): training new "
         f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "

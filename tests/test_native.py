@@ -126,7 +126,7 @@ def test_the_fingerprint_tells_runs_with_and_without_the_kernels_apart(
     native.load.cache_clear()
     without = numerics_fingerprint()
     assert without["native"] == {"gru_kernels.c": "unavailable", "mix_kernels.c": "unavailable",
-                                 "wgrad_kernels.c": "unavailable"}
+                                 "product_kernels.c": "unavailable"}
     assert without["hash"] != with_c["hash"]
 
 

@@ -116,13 +116,13 @@ def test_weight_grad_refuses_mismatched_rows() -> None:
 def test_without_the_kernels_torch_computes_weight_grads_and_the_fingerprint_says_so(
         monkeypatch: pytest.MonkeyPatch) -> None:
     with_it = numerics_fingerprint()
-    monkeypatch.setattr(products, "_wgrad_kernels", lambda: None)
+    monkeypatch.setattr(products, "_kernels", lambda: None)
     monkeypatch.setattr(products.native, "native_facts",
-                        lambda source: {"wgrad_kernels.c": "unavailable"}
-                        if source == products.WGRAD_SOURCE else {})  # fmt: skip
+                        lambda source: {"product_kernels.c": "unavailable"}
+                        if source == products.KERNELS_SOURCE else {})  # fmt: skip
     d, x = torch.randn(300, 7), torch.randn(300, 9)
     g, b = products.weight_grad(d, x, bias=True)
     assert torch.equal(g, torch.mm(d.t(), x)) and b is not None and torch.equal(b, d.sum(0))
     without = numerics_fingerprint()
-    assert without["native"]["wgrad_kernels.c"] == "unavailable"
+    assert without["native"]["product_kernels.c"] == "unavailable"
     assert without["hash"] != with_it["hash"]

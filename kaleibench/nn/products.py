@@ -7,7 +7,7 @@ the GRU's input projection (2496 × 64) · (64 × 192) takes 578 µs through ``t
 259 µs through oneDNN (107 and 237 GFLOP/s); one recurrent step (96 × 64) · (64 × 192)
 23.5 and 20 µs. On the learner's forward products (sums of at most 192 terms) the two gave
 the same floats bit for bit there; the weight gradients' long sums (thousands of rows) stay
-with neither: :func:`weight_grad` computes them in C (``wgrad_kernels.c``), reading both
+with neither: :func:`weight_grad` computes them in C (``product_kernels.c``), reading both
 operands in the row layout they already have, at about oneDNN's rate (2496 rows, 192 × 64:
 269 µs against ``torch.mm``'s 643 µs), and sums each element in two levels (chunks of 128 rows),
 which rounds no worse than MKL's blocked sums.
@@ -31,7 +31,7 @@ from torch import Tensor
 
 from kaleibench.utils import native
 
-WGRAD_SOURCE = str(Path(__file__).with_name("wgrad_kernels.c"))
+KERNELS_SOURCE = str(Path(__file__).with_name("product_kernels.c"))
 
 
 @lru_cache(maxsize=1)
@@ -70,14 +70,35 @@ def linear(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
         return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
 
 
-def _wgrad_kernels() -> Any | None:
-    """The loaded ``wgrad_kernels.c`` with its argument types declared, or None."""
-    lib = native.load(WGRAD_SOURCE)
+def _kernels() -> Any | None:
+    """The loaded ``product_kernels.c`` with its argument types declared, or None."""
+    lib = native.load(KERNELS_SOURCE)
     if lib is not None and lib.wgrad.argtypes is None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.wgrad.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, ctypes.c_int]
         lib.wgrad.restype = ctypes.c_int
+        lib.gemm.argtypes = [p, i64, p, i64, p, i64, i64, i64, i64]
+        lib.gemm.restype = None
     return lib
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a (M, P) · b (P, N) -> a new (M, N) tensor, without autograd; in C where the kernels
+    build (each element a fused multiply-add chain in a fixed order), else ``torch.mm``. For
+    products with a row-major right operand, such as a layer's input gradient ∂L/∂y · W, which
+    oneDNN would take only after copying W transposed."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul needs a (M, P) and b (P, N), got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")  # fmt: skip
+    lib = _kernels()
+    if lib is None:
+        with torch.no_grad():
+            return torch.mm(a, b)
+    a, b = _rows_unit_stride(a), _rows_unit_stride(b)
+    out = torch.empty(a.shape[0], b.shape[1])
+    lib.gemm(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), out.data_ptr(), out.stride(0),
+             a.shape[0], b.shape[1], a.shape[1])  # fmt: skip
+    return out
 
 
 def _rows_unit_stride(a: Tensor) -> Tensor:
@@ -98,7 +119,7 @@ def weight_grad(d: Tensor, x: Tensor, bias: bool = False,
     if d.dim() != 2 or x.dim() != 2 or d.shape[0] != x.shape[0]:
         raise ValueError(f"weight_grad needs d (R, N) and x (R, K), got {tuple(d.shape)} and "
                          f"{tuple(x.shape)}")  # fmt: skip
-    lib = _wgrad_kernels()
+    lib = _kernels()
     if lib is None:
         with torch.no_grad():
             return torch.mm(d.t(), x), (d.sum(0) if bias else None)
@@ -110,7 +131,7 @@ def weight_grad(d: Tensor, x: Tensor, bias: bool = False,
     status = lib.wgrad(d.data_ptr(), d.stride(0), x.data_ptr(), x.stride(0), g.data_ptr(),
                        None if b is None else b.data_ptr(), r, n, k, orient)  # fmt: skip
     if status != 0:
-        raise MemoryError(f"wgrad_kernels.c could not allocate its {k} × {n} work buffer")
+        raise MemoryError(f"product_kernels.c could not allocate its {k} × {n} work buffer")
     return g, b
 
 
@@ -118,4 +139,4 @@ def product_facts() -> dict[str, str]:
     """For the numerics fingerprint: ``{}`` when oneDNN computes the products and the C kernels
     the weight gradients; else which fallback runs (other rounding)."""
     facts = {} if onednn() else {"products": "torch.mm"}
-    return {**facts, **native.native_facts(WGRAD_SOURCE)}
+    return {**facts, **native.native_facts(KERNELS_SOURCE)}

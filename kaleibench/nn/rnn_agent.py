@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from kaleibench.nn import native_gru
+from kaleibench.nn.dense import dense
 from kaleibench.nn.fused_gru import gru_parameters, gru_sequence_fused
 
 
@@ -67,9 +68,10 @@ class GruAgent(nn.Module):
         """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A).
 
         Computed time-major (see :func:`gru_sequence`); the result is a (B, T, N, A) view.
+        fc1 and fc2 run as one node each over all rows (:func:`~kaleibench.nn.dense.dense`).
         """
-        x = torch.relu(self.fc1(inputs.transpose(0, 1)))  # (T, B, N, H)
-        return self.fc2(gru_sequence(self.rnn, x)).transpose(0, 1)
+        x = dense(self.fc1, inputs.transpose(0, 1), relu=True)  # (T, B, N, H)
+        return dense(self.fc2, gru_sequence(self.rnn, x)).transpose(0, 1)
 
 
 class MlpAgent(nn.Module):

@@ -1,4 +1,8 @@
-/* Weight gradients of the learner's linear layers: G = Dᵀ X, a sum of R outer products.
+/* Matrix products of the learner's linear layers that torch would send to MKL's AVX2 code.
+ *
+ * gemm: C = A·B for row-major A and B, e.g. a layer's input gradient ∂L/∂y · W.
+ *
+ * wgrad: weight gradients G = Dᵀ X, a sum of R outer products.
  *
  * D (R, N) holds ∂L/∂(layer output) and X (R, K) the layer's input, one row per sample and time
  * step; G (N, K) = Σ_r D[r]ᵀ X[r] is the weight's gradient and, on request, b (N) = Σ_r D[r] the
@@ -21,7 +25,14 @@
 #define RC 128 /* rows per chunk */
 
 /* Vector width in floats of fma_gemm.h's tiles here (0: only its portable loop). */
-int wgrad_vector_width(void) { return FG_VW; }
+int vector_width(void) { return FG_VW; }
+
+/* C (M, N) = A (M, P) · B (P, N), rows lda, ldb, ldc floats apart; each element a fused
+   multiply-add chain over p in order (fma_gemm.h). */
+void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+          int64_t M, int64_t N, int64_t P) {
+  fma_gemm(a, lda, 1, b, ldb, c, ldc, M, N, P, 0);
+}
 
 /* Columns left to the portable loop when a product is vectorised along n columns. */
 static int64_t leftover(int64_t n) { return FG_VW > 0 ? n % (FG_VW > 0 ? FG_VW : 1) : n; }

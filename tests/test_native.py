@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from kaleibench.nn import native_gru
+from kaleibench.nn import native_gru, products
 from kaleibench.nn.fused_gru import gru_sequence_fused
 from kaleibench.utils import native
 from kaleibench.utils.fingerprint import numerics_fingerprint
@@ -126,7 +126,8 @@ def test_the_fingerprint_tells_runs_with_and_without_the_kernels_apart(
     native.load.cache_clear()
     without = numerics_fingerprint()
     assert without["native"] == {"gru_kernels.c": "unavailable", "mix_kernels.c": "unavailable",
-                                 "product_kernels.c": "unavailable"}
+                                 "product_kernels.c": "unavailable",
+                                 "products": "oneDNN" if products.onednn() else "torch.mm"}
     assert without["hash"] != with_c["hash"]
 
 

@@ -1,5 +1,5 @@
-"""The learner's matrix products (kaleibench/nn/products.py): oneDNN where it runs, torch's
-``mm`` otherwise, the same product either way."""
+"""The learner's matrix products (kaleibench/nn/products.py): the C tiles where they build,
+else oneDNN where it runs, else torch's ``mm``; the same product any way."""
 
 from __future__ import annotations
 
@@ -22,7 +22,26 @@ def test_linear_is_the_product(shape: tuple[int, int, int]) -> None:
                                rtol=1e-5, atol=1e-4)  # fmt: skip
 
 
+@pytest.mark.parametrize("path", ["C", "oneDNN", "torch"])
+@pytest.mark.parametrize("shape", [(3, 64, 192), (300, 64, 192), (800, 54, 19)])
+def test_every_path_of_linear_is_the_product(path: str, shape: tuple[int, int, int],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    if path != "C":
+        monkeypatch.setattr(products, "_kernels", lambda: None)
+    if path == "torch":
+        monkeypatch.setattr(products, "onednn", lambda: False)
+    elif path == "oneDNN" and not products.onednn():
+        pytest.skip("torch was built without oneDNN")
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(n)
+    x, w, b = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen), torch.randn(n)
+    ref = x.double() @ w.double().t() + b.double()
+    torch.testing.assert_close(products.linear(x, w, b).double(), ref, rtol=1e-5, atol=1e-5 * k)
+
+
 def test_small_products_stay_with_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the C kernels: a oneDNN call's fixed cost is not worth it on small products."""
+    monkeypatch.setattr(products, "_kernels", lambda: None)
     calls: list[tuple[int, ...]] = []
     real = torch.ops.mkldnn._linear_pointwise
 
@@ -41,16 +60,17 @@ def test_small_products_stay_with_torch(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_without_onednn_torch_computes_and_the_fingerprint_says_so(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    runs_here = products.onednn()
-    with_it = numerics_fingerprint()
+    monkeypatch.setattr(products, "_kernels", lambda: None)
+    monkeypatch.setattr(products.native, "native_facts",
+                        lambda source: {"product_kernels.c": "unavailable"}
+                        if source == products.KERNELS_SOURCE else {})  # fmt: skip
+    via_onednn = numerics_fingerprint()
     monkeypatch.setattr(products, "onednn", lambda: False)
     x, w = torch.randn(300, 64), torch.randn(192, 64)
     assert torch.equal(products.linear(x, w), torch.mm(x, w.t()))
     without = numerics_fingerprint()
     assert without["native"]["products"] == "torch.mm"
-    if runs_here:
-        assert "products" not in with_it.get("native", {})
-        assert without["hash"] != with_it["hash"]
+    assert without["hash"] != via_onednn["hash"]
 
 
 def _wgrad_reference(d: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -43,12 +44,16 @@ typedef __m256 fg_vf;
 #define FG_VW 0
 #endif
 #define FG_MT 6 /* output rows per tile */
+#define FG_STORE_SUM 0 /* C = Σ */
+#define FG_ADD_TO_C 1  /* C = C + Σ */
+#define FG_ADD_BIAS 2  /* C = Σ + bias (one bias per column) */
 
 #if FG_VW > 0
-/* C[0 : mt, 0 : nv·VW] (=|+=) Σ_{p < P} A[i, p] B[p, ·] for compile-time mt ≤ 6, nv ≤ NV, add. */
+/* C[0 : mt, 0 : nv·VW] (=|+=) Σ_{p < P} A[i, p] B[p, ·] (+ bias) for compile-time mt ≤ 6,
+   nv ≤ NV and mode. */
 static inline __attribute__((always_inline)) void fg_tile(
     const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb, int64_t P,
-    float* c, int64_t ldc, const int mt, const int nv, const int add) {
+    float* c, int64_t ldc, const float* bias, const int mt, const int nv, const int mode) {
   fg_vf acc[FG_MT][FG_NV];
 #pragma GCC unroll 8
   for (int i = 0; i < FG_MT; ++i)
@@ -77,68 +82,125 @@ static inline __attribute__((always_inline)) void fg_tile(
       for (int v = 0; v < FG_NV; ++v)
         if (v < nv) {
           float* cp = c + i * ldc + v * FG_VW;
-          FG_STORE(cp, add ? FG_ADD(FG_LOAD(cp), acc[i][v]) : acc[i][v]);
+          if (mode == FG_ADD_TO_C)
+            FG_STORE(cp, FG_ADD(FG_LOAD(cp), acc[i][v]));
+          else if (mode == FG_ADD_BIAS)
+            FG_STORE(cp, FG_ADD(acc[i][v], FG_LOAD(bias + v * FG_VW)));
+          else
+            FG_STORE(cp, acc[i][v]);
         }
 }
 
-/* All M rows of one panel of nv vectors of columns, for compile-time nv and add. */
+/* All M rows of one panel of nv vectors of columns, for compile-time nv and mode. */
 static inline __attribute__((always_inline)) void fg_panel(
     const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb, int64_t P,
-    float* c, int64_t ldc, int64_t M, const int nv, const int add) {
+    float* c, int64_t ldc, const float* bias, int64_t M, const int nv, const int mode) {
   int64_t m = 0;
   for (; m + FG_MT <= M; m += FG_MT)
-    fg_tile(a + m * a_row, a_row, a_red, b, ldb, P, c + m * ldc, ldc, FG_MT, nv, add);
+    fg_tile(a + m * a_row, a_row, a_red, b, ldb, P, c + m * ldc, ldc, bias, FG_MT, nv, mode);
   const float* at = a + m * a_row;
   float* ct = c + m * ldc;
   switch (M - m) {
-    case 1: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, 1, nv, add); break;
-    case 2: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, 2, nv, add); break;
-    case 3: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, 3, nv, add); break;
-    case 4: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, 4, nv, add); break;
-    case 5: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, 5, nv, add); break;
+    case 1: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 1, nv, mode); break;
+    case 2: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 2, nv, mode); break;
+    case 3: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 3, nv, mode); break;
+    case 4: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 4, nv, mode); break;
+    case 5: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 5, nv, mode); break;
     default: break;
   }
 }
 
-#define FG_PANELS(ADD)                                                                      \
-  static void fg_panels_##ADD(const float* a, int64_t a_row, int64_t a_red, const float* b, \
-                              int64_t ldb, int64_t P, float* c, int64_t ldc, int64_t M,     \
-                              int64_t n_vectors) {                                          \
-    int64_t v0 = 0;                                                                         \
-    for (; v0 + FG_NV <= n_vectors; v0 += FG_NV)                                            \
-      fg_panel(a, a_row, a_red, b + v0 * FG_VW, ldb, P, c + v0 * FG_VW, ldc, M, FG_NV, ADD);\
-    const float* bt = b + v0 * FG_VW;                                                       \
-    float* ct = c + v0 * FG_VW;                                                             \
-    switch (n_vectors - v0) {                                                               \
-      case 1: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, M, 1, ADD); break;             \
-      case 2: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, M, 2, ADD); break;             \
-      case 3: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, M, 3, ADD); break;             \
-      default: break;                                                                       \
-    }                                                                                       \
+#define FG_PANELS(MODE)                                                                      \
+  static void fg_panels_##MODE(const float* a, int64_t a_row, int64_t a_red, const float* b,  \
+                               int64_t ldb, int64_t P, float* c, int64_t ldc,                \
+                               const float* bias, int64_t M, int64_t n_vectors) {           \
+    int64_t v0 = 0;                                                                          \
+    for (; v0 + FG_NV <= n_vectors; v0 += FG_NV)                                             \
+      fg_panel(a, a_row, a_red, b + v0 * FG_VW, ldb, P, c + v0 * FG_VW, ldc,                 \
+               bias + v0 * FG_VW, M, FG_NV, MODE);                                           \
+    const float* bt = b + v0 * FG_VW;                                                        \
+    const float* biast = bias + v0 * FG_VW;                                                  \
+    float* ct = c + v0 * FG_VW;                                                              \
+    switch (n_vectors - v0) {                                                                \
+      case 1: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 1, MODE); break;      \
+      case 2: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 2, MODE); break;      \
+      case 3: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 3, MODE); break;      \
+      default: break;                                                                        \
+    }                                                                                        \
   }
 FG_PANELS(0)
 FG_PANELS(1)
+FG_PANELS(2)
 #endif
 
-/* C (M, N) = A·B (add = 0) or C += A·B (add != 0); A (M, P) through strides a_row, a_red;
-   B (P, N) with row stride ldb; C with row stride ldc. In C += A·B the product is summed first
-   and then added: C + (Σ_p A B). */
+/* Stores one result by mode (see fma_gemm). */
+static inline void fg_put(float* ci, float acc, const float* bias, int64_t n, int mode) {
+  *ci = mode == FG_ADD_TO_C ? *ci + acc : (mode == FG_ADD_BIAS ? acc + bias[n] : acc);
+}
+
+#define FG_LR 16 /* rows per block of the leftover columns */
+/* Columns n0 .. N-1 (fewer than a vector, or all of them without vector tiles): FG_LR rows at a
+   time, A's block copied as Aᵀ (P, FG_LR) so that the rows' chains run side by side in vector
+   lanes; each element the same chain of fused multiply-adds over p in order as in a tile. The
+   plain loop, one element at a time, if that copy cannot be allocated. */
+static void fg_leftover(const float* a, int64_t a_row, int64_t a_red, const float* b,
+                        int64_t ldb, float* c, int64_t ldc, const float* bias, int64_t M,
+                        int64_t n0, int64_t N, int64_t P, int mode) {
+  float* at = malloc((size_t)(P > 0 ? P : 1) * FG_LR * sizeof(float));
+  if (!at) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t n = n0; n < N; ++n) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < P; ++p) acc = fmaf(a[i * a_row + p * a_red], b[p * ldb + n], acc);
+        fg_put(c + i * ldc + n, acc, bias, n, mode);
+      }
+    return;
+  }
+  float acc[FG_LR][FG_LR]; /* [column][row] */
+  for (int64_t j0 = n0; j0 < N; j0 += FG_LR) { /* up to FG_LR columns side by side */
+    const int64_t cols = N - j0 < FG_LR ? N - j0 : FG_LR;
+    for (int64_t i0 = 0; i0 < M; i0 += FG_LR) {
+      const int64_t rows = M - i0 < FG_LR ? M - i0 : FG_LR;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t l = 0; l < FG_LR; ++l)
+          at[p * FG_LR + l] = l < rows ? a[(i0 + l) * a_row + p * a_red] : 0.0f;
+      for (int64_t j = 0; j < cols; ++j)
+        for (int64_t l = 0; l < FG_LR; ++l) acc[j][l] = 0.0f;
+      for (int64_t p = 0; p < P; ++p) {
+        const float* ap = at + p * FG_LR;
+        const float* bp = b + p * ldb + j0;
+        for (int64_t j = 0; j < cols; ++j) { /* independent chains: no wait on one sum */
+          const float bv = bp[j];
+#pragma omp simd
+          for (int64_t l = 0; l < FG_LR; ++l) acc[j][l] = fmaf(ap[l], bv, acc[j][l]);
+        }
+      }
+      for (int64_t l = 0; l < rows; ++l)
+        for (int64_t j = 0; j < cols; ++j)
+          fg_put(c + (i0 + l) * ldc + j0 + j, acc[j][l], bias, j0 + j, mode);
+    }
+  }
+  free(at);
+}
+
+/* C (M, N) = A·B, and by mode (FG_STORE_SUM, FG_ADD_TO_C, FG_ADD_BIAS): C = Σ, C = C + Σ or
+   C = Σ + bias[n], where Σ = Σ_p A[i, p] B[p, n] is summed first; A (M, P) through strides
+   a_row, a_red; B (P, N) with row stride ldb; C with row stride ldc; bias (N) is read only in
+   FG_ADD_BIAS mode. */
 static void fma_gemm(const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb,
-                     float* c, int64_t ldc, int64_t M, int64_t N, int64_t P, int add) {
+                     float* c, int64_t ldc, const float* bias, int64_t M, int64_t N, int64_t P,
+                     int mode) {
   int64_t n0 = 0;
 #if FG_VW > 0
-  if (add)
-    fg_panels_1(a, a_row, a_red, b, ldb, P, c, ldc, M, N / FG_VW);
+  if (mode == FG_ADD_TO_C)
+    fg_panels_1(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
+  else if (mode == FG_ADD_BIAS)
+    fg_panels_2(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
   else
-    fg_panels_0(a, a_row, a_red, b, ldb, P, c, ldc, M, N / FG_VW);
+    fg_panels_0(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
   n0 = N / FG_VW * FG_VW;
 #endif
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t n = n0; n < N; ++n) {
-      float acc = 0.0f;
-      for (int64_t p = 0; p < P; ++p) acc = fmaf(a[i * a_row + p * a_red], b[p * ldb + n], acc);
-      c[i * ldc + n] = add ? c[i * ldc + n] + acc : acc;
-    }
+  if (n0 < N) fg_leftover(a, a_row, a_red, b, ldb, c, ldc, bias, M, n0, N, P, mode);
 }
 
 #endif

@@ -114,7 +114,7 @@ void gru_fwd_seq(const float* restrict gi, const float* restrict wt, const float
                  float* restrict g_o, int64_t T, int64_t M, int64_t H, int save) {
   const int64_t blk = M * H;
   for (int64_t t = 0; t < T; ++t) {
-    fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, M, 3 * H, H, 0);
+    fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, NULL, M, 3 * H, H, FG_STORE_SUM);
     if (save)
       gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk,
                    r_o + t * blk, z_o + t * blk, n_o + t * blk, g_o + t * blk, M, H, 1);
@@ -137,6 +137,7 @@ void gru_bwd_seq(float* restrict g, const float* restrict hs, const float* restr
     const int64_t o = t * blk;
     gru_bwd_step(g + o, hs + o, r_ + o, z_ + o, n_ + o, ghn_ + o, di + 3 * o, dh + 3 * o,
                  t > 0 ? g + o - blk : NULL, M, H);
-    if (t > 0) fma_gemm(dh + 3 * o, 3 * H, 1, w, H, g + o - blk, H, M, H, 3 * H, 1);
+    if (t > 0)
+      fma_gemm(dh + 3 * o, 3 * H, 1, w, H, g + o - blk, H, NULL, M, H, 3 * H, FG_ADD_TO_C);
   }
 }

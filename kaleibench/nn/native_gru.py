@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import linear, weight_grad
+from kaleibench.nn.products import linear, matmul, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
@@ -117,7 +117,7 @@ class NativeGruSequence(torch.autograd.Function):
         d_gi2, d_gh2 = d_gi.view(t_len * m, 3 * h), d_gh.view(t_len * m, 3 * h)
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = linear(d_gi2, w_ih.detach().t().contiguous()).view(t_len, m, i)
+            grad_x = matmul(d_gi2, w_ih.detach()).view(t_len, m, i)
         grad_w_ih, grad_b_ih = weight_grad(d_gi2, x.view(t_len * m, i), bias=True)  # Σ ∂gi_tᵀ x_t
         grad_w_hh, grad_b_hh = weight_grad(d_gh2, hs[:-1].reshape(t_len * m, h), bias=True)
         return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import linear, weight_grad
+from kaleibench.nn.products import linear, matmul, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -126,9 +126,9 @@ class NativeQMix(torch.autograd.Function):
         d_v = gy.view(m, 1)
         d_h = torch.empty(m, k)  # ∂L/∂h: the second layers' input gradients, side by side
         d_h_w1, d_h_wf, d_h_v = d_h.split(widths[:3], dim=1)
-        torch.mm(d_w1, w_w1, out=d_h_w1)
-        torch.mm(d_wf, w_wf, out=d_h_wf)
-        torch.mm(d_v, w_v, out=d_h_v)
+        matmul(d_w1, w_w1, out=d_h_w1)
+        matmul(d_wf, w_wf, out=d_h_wf)
+        matmul(d_v, w_v, out=d_h_v)
         lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
         h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
         g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)

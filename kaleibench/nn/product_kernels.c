@@ -27,11 +27,11 @@
 /* Vector width in floats of fma_gemm.h's tiles here (0: only its portable loop). */
 int vector_width(void) { return FG_VW; }
 
-/* C (M, N) = A (M, P) · B (P, N), rows lda, ldb, ldc floats apart; each element a fused
-   multiply-add chain over p in order (fma_gemm.h). */
-void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-          int64_t M, int64_t N, int64_t P) {
-  fma_gemm(a, lda, 1, b, ldb, c, ldc, M, N, P, 0);
+/* C (M, N) = A (M, P) · B (P, N) [+ bias (N)], rows lda, ldb, ldc floats apart; each element a
+   fused multiply-add chain over p in order (fma_gemm.h), the bias (when not NULL) added last. */
+void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, const float* bias, float* c,
+          int64_t ldc, int64_t M, int64_t N, int64_t P) {
+  fma_gemm(a, lda, 1, b, ldb, c, ldc, bias, M, N, P, bias ? FG_ADD_BIAS : FG_STORE_SUM);
 }
 
 /* Columns left to the portable loop when a product is vectorised along n columns. */
@@ -52,14 +52,14 @@ int wgrad(const float* restrict d, int64_t ldd, const float* restrict x, int64_t
     for (int64_t e = 0; e < N * K; ++e) g[e] = 0.0f;
     for (int64_t c = 0; c < R; c += RC) {
       int64_t rows = R - c < RC ? R - c : RC;
-      fma_gemm(d + c * ldd, 1, ldd, x + c * ldx, ldx, g, K, N, K, rows, 1);
+      fma_gemm(d + c * ldd, 1, ldd, x + c * ldx, ldx, g, K, NULL, N, K, rows, FG_ADD_TO_C);
     }
   } else {
     float* gt = calloc((size_t)(K * N) + 1, sizeof(float));
     if (!gt) return -1;
     for (int64_t c = 0; c < R; c += RC) {
       int64_t rows = R - c < RC ? R - c : RC;
-      fma_gemm(x + c * ldx, 1, ldx, d + c * ldd, ldd, gt, N, K, N, rows, 1);
+      fma_gemm(x + c * ldx, 1, ldx, d + c * ldd, ldd, gt, N, NULL, K, N, rows, FG_ADD_TO_C);
     }
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) g[n * K + k] = gt[k * N + n];

@@ -1,22 +1,27 @@
-"""The learner's large float32 matrix products, through oneDNN where torch bundles it.
+"""The learner's float32 matrix products: C tiles where they build, else oneDNN or torch.
 
 ``torch.mm`` sends a float32 product to MKL's ``sgemm``, and MKL runs its AVX2 code on AMD
-processors even where they have AVX-512. oneDNN, which torch also ships, picks its kernels by
-instruction set alone. Measured on an AMD EPYC with AVX-512 (family 26), one thread, CPU time:
-the GRU's input projection (2496 × 64) · (64 × 192) takes 578 µs through ``torch.mm`` and
-259 µs through oneDNN (107 and 237 GFLOP/s); one recurrent step (96 × 64) · (64 × 192)
-23.5 and 20 µs. On the learner's forward products (sums of at most 192 terms) the two gave
-the same floats bit for bit there; the weight gradients' long sums (thousands of rows) stay
-with neither: :func:`weight_grad` computes them in C (``product_kernels.c``), reading both
-operands in the row layout they already have, at about oneDNN's rate (2496 rows, 192 × 64:
-269 µs against ``torch.mm``'s 643 µs), and sums each element in two levels (chunks of 128 rows),
-which rounds no worse than MKL's blocked sums.
+processors even where they have AVX-512. Measured on an AMD EPYC with AVX-512 (family 26), one
+thread, CPU time, the learner's main product (2496 × 64) · (64 × 192): 107 GFLOP/s through
+``torch.mm``, 235 through oneDNN (which torch also ships, and which picks its kernels by
+instruction set alone), 251 through the C tiles of ``fma_gemm.h`` (``product_kernels.c``).
+A oneDNN call also costs ~10 µs before any arithmetic (3 rows: 11.7 µs against 2.9 µs for
+``torch.mm``), which the C call does not, and oneDNN wants the operands of a weight gradient
+copied into transposed layouts, which the C tiles read through strides.
 
-:func:`linear` is ``x @ w.T (+ bias)`` and falls back to torch's ``mm``/``addmm`` where torch
-was built without oneDNN or its entry point fails; the numerics fingerprint records which ran
-(:func:`product_facts`). The entry point is torch's own (``torch.ops.mkldnn._linear_pointwise``,
-the one its compiler emits for linear layers on the CPU); it takes no autograd graph, so it is
-used inside the learner's hand-written autograd nodes only.
+* :func:`linear` = x · wᵀ (+ bias), e.g. a layer's forward pass;
+* :func:`matmul` = a · b, e.g. a layer's input gradient ∂L/∂y · W;
+* :func:`weight_grad` = (dᵀ x, Σ_r d[r]), a layer's parameter gradients over all its rows;
+  each element summed in two levels (chunks of 128 rows), which rounds no worse than MKL's
+  blocked sums (a plain running sum over thousands of rows would).
+
+Every element of a C product is a chain of fused multiply-adds in a fixed order, so the result
+does not depend on the vector width. Where the C kernels cannot be built (no compiler, or
+``KALEIBENCH_NATIVE=0``) the products go through oneDNN (``torch.ops.mkldnn._linear_pointwise``,
+the op torch's compiler emits for linear layers on the CPU; products of ≥ 2 MFLOP) or
+``torch.mm``; they round differently, and the numerics fingerprint records which ran
+(:func:`product_facts`). None of these take part in autograd: they are used inside the
+learner's hand-written autograd nodes.
 """
 
 from __future__ import annotations
@@ -58,9 +63,13 @@ the two break even near 80 rows."""
 def linear(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """x (M, K) · w (N, K)ᵀ [+ bias (N,)] -> a new (M, N) tensor, without autograd.
 
-    ``x`` may be a column-sliced view (rows contiguous). Which library computes a product
-    depends only on its shape and on this machine (see :data:`ONEDNN_MIN_FLOPS`).
+    ``x`` may be a column-sliced view (rows a fixed stride apart). In C where the kernels build
+    (wᵀ is copied, a small tensor), else through oneDNN for products of at least
+    :data:`ONEDNN_MIN_FLOPS`, else ``torch.mm``.
     """
+    lib = _kernels()
+    if lib is not None:
+        return _gemm(lib, x, w.detach().t().contiguous(), bias)
     if onednn() and 2 * x.shape[0] * x.shape[1] * w.shape[0] >= ONEDNN_MIN_FLOPS:
         out: Tensor = torch.ops.mkldnn._linear_pointwise(x.detach(), w.detach(),
                                                           None if bias is None else bias.detach(),
@@ -77,26 +86,40 @@ def _kernels() -> Any | None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.wgrad.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, ctypes.c_int]
         lib.wgrad.restype = ctypes.c_int
-        lib.gemm.argtypes = [p, i64, p, i64, p, i64, i64, i64, i64]
+        lib.gemm.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, i64]
         lib.gemm.restype = None
     return lib
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """a (M, P) · b (P, N) -> a new (M, N) tensor, without autograd; in C where the kernels
-    build (each element a fused multiply-add chain in a fixed order), else ``torch.mm``. For
-    products with a row-major right operand, such as a layer's input gradient ∂L/∂y · W, which
-    oneDNN would take only after copying W transposed."""
+def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """a (M, P) · b (P, N) -> (M, N), without autograd; in C where the kernels build, else
+    ``torch.mm``. For products whose right operand is row-major as it is, such as a layer's
+    input gradient ∂L/∂y · W. ``out``, when given, receives the product and may be a column
+    slice of a wider float32 tensor (rows a fixed stride apart)."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul needs a (M, P) and b (P, N), got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")  # fmt: skip
+    if out is not None and (tuple(out.shape) != (a.shape[0], b.shape[1]) or out.stride(1) != 1
+                            or out.dtype != torch.float32):
+        raise ValueError(f"matmul's out must be float32 ({a.shape[0]}, {b.shape[1]}) with "
+                         f"adjacent columns, got {out.dtype} {tuple(out.shape)}")  # fmt: skip
     lib = _kernels()
     if lib is None:
         with torch.no_grad():
-            return torch.mm(a, b)
+            return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
+    return _gemm(lib, a, b, None, out)
+
+
+def _gemm(lib: Any, a: Tensor, b: Tensor, bias: Tensor | None,
+          out: Tensor | None = None) -> Tensor:
+    """a (M, P) · b (P, N) [+ bias] through the C tiles, into ``out`` or a new tensor."""
     a, b = _rows_unit_stride(a), _rows_unit_stride(b)
-    out = torch.empty(a.shape[0], b.shape[1])
-    lib.gemm(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), out.data_ptr(), out.stride(0),
+    if bias is not None:
+        bias = bias.detach().contiguous()
+    if out is None:
+        out = torch.empty(a.shape[0], b.shape[1])
+    lib.gemm(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0),
+             None if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
              a.shape[0], b.shape[1], a.shape[1])  # fmt: skip
     return out
 
@@ -136,7 +159,9 @@ def weight_grad(d: Tensor, x: Tensor, bias: bool = False,
 
 
 def product_facts() -> dict[str, str]:
-    """For the numerics fingerprint: ``{}`` when oneDNN computes the products and the C kernels
-    the weight gradients; else which fallback runs (other rounding)."""
-    facts = {} if onednn() else {"products": "torch.mm"}
-    return {**facts, **native.native_facts(KERNELS_SOURCE)}
+    """For the numerics fingerprint: ``{}`` when the C kernels compute the products; else which
+    fallback runs (other rounding)."""
+    facts = native.native_facts(KERNELS_SOURCE)
+    if facts:
+        facts["products"] = "oneDNN" if onednn() else "torch.mm"
+    return facts

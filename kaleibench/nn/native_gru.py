@@ -7,16 +7,17 @@ Same function as ``torch.nn.GRU`` (one layer, zero initial state, gate layout r,
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t−1} + b_hn))
     h_t = n_t + z_t ⊙ (h_{t−1} − n_t)
 
-Work split: W_ih x for all steps is one product (:func:`kaleibench.nn.products.linear`, oneDNN
-where it runs, else torch's ``mm``), and so is the input gradient after the backward pass, over
-all T·M rows; the weight and bias gradients, long sums over those rows, go through
-:func:`kaleibench.nn.products.weight_grad`. The recurrence itself is one C call each way
+Work split: W_ih x for all steps is one product (:func:`kaleibench.nn.products.linear`), and so
+is the input gradient after the backward pass, over all T·M rows
+(:func:`~kaleibench.nn.products.matmul`); the weight and bias gradients, long sums over those
+rows, go through :func:`~kaleibench.nn.products.weight_grad` (all three in C where the kernels
+build). The recurrence itself is one C call each way
 (``gru_fwd_seq``, ``gru_bwd_seq``): per step the product with W_hh (``fma_gemm.h``, a tiled
 product in registers, each element a fused multiply-add chain in a fixed order) and the step's
 element-wise work (forward: the biases, the gates and h_t; backward: the gradients of the
 pre-activations). Measured on an AMD EPYC (family 26, AVX-512), CPU time of one update: the 26
 forward steps had cost 26 oneDNN calls of ~20 µs (half of it per-call overhead) plus 26 Python
-round trips; as one C call the step costs ~11 µs of product and ~10 µs of gates. Everything is
+round trips; in the one C call a step costs ~11 µs of product and ~8–10 µs of gates. Everything is
 time-major with rows (T, M, ·), the layout the agent network uses, so nothing is transposed on
 the way in or out.
 
@@ -49,8 +50,6 @@ def kernels() -> Any | None:
     if lib is not None and id(lib) not in _DECLARED:
         lib.gru_fwd_step.argtypes = [_P] * 10 + [_I64, _I64, ctypes.c_int]
         lib.gru_fwd_step.restype = None
-        lib.gru_bwd_step.argtypes = [_P] * 9 + [_I64, _I64]
-        lib.gru_bwd_step.restype = None
         lib.gru_fwd_seq.argtypes = [_P] * 10 + [_I64, _I64, _I64, ctypes.c_int]
         lib.gru_fwd_seq.restype = None
         lib.gru_bwd_seq.argtypes = [_P] * 9 + [_I64, _I64, _I64]

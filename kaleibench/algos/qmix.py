@@ -83,7 +83,8 @@ class QmixConfig(QLearningConfig):
 AGENTS = ("gru", "mlp", "gru-1r3", "kalei-1r3")
 TARGET_CHUNK = 256
 """Episodes per target pass when target values are computed ahead of the updates (768 rows
-per step on 3 agents: products wide enough for oneDNN's fast kernels, ~4 MB of values)."""
+per step on 3 agents: products wide enough to run at the C tiles' full rate, ~4 MB of
+values)."""
 AgentNet = Union["GruAgent", "MlpAgent", "Rnn1R3Agent"]
 """The recurrent agent networks: one step via ``forward``, whole episodes via ``unroll``."""
 

@@ -106,6 +106,6 @@ def numerics_fingerprint() -> dict[str, Any]:
         facts["arithmetic"] = ARITHMETIC
     fallback = {**native_facts(native_gru.SOURCE), **native_facts(native_mix.SOURCE),
                 **product_facts()}
-    if fallback:  # some C kernels (or oneDNN's products) could not run here
+    if fallback:  # some C kernels could not run here (and which library computes the products)
         facts["native"] = fallback
     return {**facts, "hash": stable_hash(facts, length=12)}

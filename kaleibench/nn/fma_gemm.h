@@ -117,9 +117,9 @@ static inline __attribute__((always_inline)) void fg_panel(
     int64_t v0 = 0;                                                                          \
     for (; v0 + FG_NV <= n_vectors; v0 += FG_NV)                                             \
       fg_panel(a, a_row, a_red, b + v0 * FG_VW, ldb, P, c + v0 * FG_VW, ldc,                 \
-               bias + v0 * FG_VW, M, FG_NV, MODE);                                           \
+               bias ? bias + v0 * FG_VW : bias, M, FG_NV, MODE);                             \
     const float* bt = b + v0 * FG_VW;                                                        \
-    const float* biast = bias + v0 * FG_VW;                                                  \
+    const float* biast = bias ? bias + v0 * FG_VW : bias; /* NULL stays NULL */              \
     float* ct = c + v0 * FG_VW;                                                              \
     switch (n_vectors - v0) {                                                                \
       case 1: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 1, MODE); break;      \

@@ -9,7 +9,8 @@
  * bias's. torch's mm sends this product to MKL, whose AVX2 code runs on AMD processors even where
  * they have AVX-512; both operands are row-major with R as their outer dimension, so oneDNN would
  * need both copied into transposed layouts first. Here the tiles of fma_gemm.h read them as they
- * are: Gᵀ (K, N) += Xᵀ D, with Xᵀ read through strides.
+ * are, through strides: as Gᵀ (K, N) += Xᵀ D (vectors along N) or as G += Dᵀ X (vectors along K),
+ * whichever leaves fewer columns to the portable loop.
  *
  * Each element is summed in two levels, Σ_chunks (Σ_{r in chunk} terms) over chunks of RC rows in
  * order, each inner sum with fused multiply-adds in row order. That keeps the rounding error near
@@ -35,7 +36,13 @@ void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, const float*
 }
 
 /* Columns left to the portable loop when a product is vectorised along n columns. */
-static int64_t leftover(int64_t n) { return FG_VW > 0 ? n % (FG_VW > 0 ? FG_VW : 1) : n; }
+static int64_t leftover(int64_t n) {
+#if FG_VW > 0
+  return n % FG_VW;
+#else
+  return n;
+#endif
+}
 
 /* G (N, K) = Σ_r D[r]ᵀ X[r] for D (R, N) with row stride ldd and X (R, K) with row stride ldx
    (floats; column slices of wider arrays are fine); when b != NULL also b (N) = Σ_r D[r], summed

@@ -237,13 +237,17 @@ class Qmix:
 
         The inputs are built time-major, (T+1, B, N, I) in memory, the layout the recurrent
         agents compute in, and handed over as a (B, T+1, N, I) view of it: their own transpose
-        then gives back the contiguous tensor instead of a strided one to copy.
+        then gives back the contiguous tensor instead of a strided one to copy. They depend on
+        the episodes only, so they are built once per batch (kept in ``batch.derived``) and
+        serve the online and the target pass alike.
         """
-        obs = batch["obs"].transpose(0, 1)  # (T+1, B, N, O)
-        actions = batch["actions"].transpose(0, 1)  # (T, B, N)
-        last = torch.cat([torch.full_like(actions[:1], -1), actions], dim=0)  # (T+1, B, N)
-        t = torch.arange(obs.shape[0]).view(-1, 1, 1)  # (T+1, 1, 1)
-        inputs = self.build_inputs(obs, last, t)  # (T+1, B, N, I)
+        inputs = batch.derived.get("agent_inputs")
+        if inputs is None:
+            obs = batch["obs"].transpose(0, 1)  # (T+1, B, N, O)
+            actions = batch["actions"].transpose(0, 1)  # (T, B, N)
+            last = torch.cat([torch.full_like(actions[:1], -1), actions], dim=0)  # (T+1, B, N)
+            t = torch.arange(obs.shape[0]).view(-1, 1, 1)  # (T+1, 1, 1)
+            inputs = batch.derived["agent_inputs"] = self.build_inputs(obs, last, t)
         return agent.unroll(inputs.transpose(0, 1))  # fused whole-sequence recurrence
 
     def target_values(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,7 +355,8 @@ class Qmix:
 
     def apply_gradients(self, loss: torch.Tensor) -> float:
         """Adam step on agent + mixer after clipping the global grad norm; returns the norm."""
-        self.optimiser.zero_grad(set_to_none=True)
+        for p in self.params:  # = optimiser.zero_grad(set_to_none=True), without its wrapper
+            p.grad = None
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = clip_grad_norm(grads, self.cfg.grad_norm_clip)  # = clip_grad_norm_, less overhead

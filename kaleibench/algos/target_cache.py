@@ -67,7 +67,7 @@ class TargetQCache:
         """The values (each (B, ...)) of the episodes in buffer ``slots`` with serial numbers
         ``ids`` (both (B,)); ``compute(rows)`` gives them for the batch rows ``rows`` (indices
         into the B sampled episodes) that are not stored yet."""
-        hit = self.ids[slots] == ids  # (B,)
+        hit = self.ids.index_select(0, slots) == ids  # (B,)
         n_hit = int(hit.sum())
         self.last_hit_rate = n_hit / len(slots)
         if n_hit < len(slots):
@@ -77,7 +77,7 @@ class TargetQCache:
             if n_hit == 0:  # nothing to gather: the fresh values are the answer
                 return tuple(fresh)
         assert self.values is not None
-        return tuple(store[slots] for store in self.values)
+        return tuple(store.index_select(0, slots) for store in self.values)
 
     def state_dict(self) -> dict[str, Any]:
         """The serial numbers and the value arrays, whole. The arrays are the cache's own (to be

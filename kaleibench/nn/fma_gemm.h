@@ -3,8 +3,8 @@
  *
  * A fused multiply-add is one correctly rounded operation, so an element's value depends only on
  * its terms and their order: the vector tiles (AVX-512: 6 rows × 64 columns; AVX2 with FMA:
- * 6 × 16) and the portable loop (other CPUs, and the columns that do not fill a vector) give the
- * same floats.
+ * 6 × 16; the columns that do not fill a vector in one masked vector) and the portable loop
+ * (other CPUs) give the same floats.
  *
  * A is read through two strides, a_row between output rows and a_red along the reduction, so the
  * same code reads A (M, P) row-major (a_row = lda, a_red = 1) and a transposed Aᵀ without a copy
@@ -29,6 +29,10 @@ typedef __m512 fg_vf;
 #define FG_SET1(x) _mm512_set1_ps(x)
 #define FG_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define FG_ADD(a, b) _mm512_add_ps(a, b)
+typedef __mmask16 fg_mask;
+#define FG_MASK(n) ((__mmask16)((1u << (n)) - 1u)) /* the first n < 16 lanes */
+#define FG_MLOAD(m, p) _mm512_maskz_loadu_ps(m, p)
+#define FG_MSTORE(m, p, v) _mm512_mask_storeu_ps(p, m, v)
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 typedef __m256 fg_vf;
@@ -40,6 +44,11 @@ typedef __m256 fg_vf;
 #define FG_SET1(x) _mm256_set1_ps(x)
 #define FG_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define FG_ADD(a, b) _mm256_add_ps(a, b)
+typedef __m256i fg_mask;
+#define FG_MASK(n) /* the first n < 8 lanes */ \
+  _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define FG_MLOAD(m, p) _mm256_maskload_ps(p, m)
+#define FG_MSTORE(m, p, v) _mm256_maskstore_ps(p, m, v)
 #else
 #define FG_VW 0
 #endif
@@ -50,10 +59,13 @@ typedef __m256 fg_vf;
 
 #if FG_VW > 0
 /* C[0 : mt, 0 : nv·VW] (=|+=) Σ_{p < P} A[i, p] B[p, ·] (+ bias) for compile-time mt ≤ 6,
-   nv ≤ NV and mode. */
+   nv ≤ NV and mode. With tail != 0 the tile is one vector wide (nv = 1) and only the lanes of
+   ``mask`` are read and written: the columns left over after the full vectors. Masked-off lanes
+   load zeros and are never stored, so every stored element is the same chain as elsewhere. */
 static inline __attribute__((always_inline)) void fg_tile(
     const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb, int64_t P,
-    float* c, int64_t ldc, const float* bias, const int mt, const int nv, const int mode) {
+    float* c, int64_t ldc, const float* bias, const int mt, const int nv, const int mode,
+    const int tail, fg_mask mask) {
   fg_vf acc[FG_MT][FG_NV];
 #pragma GCC unroll 8
   for (int i = 0; i < FG_MT; ++i)
@@ -65,7 +77,7 @@ static inline __attribute__((always_inline)) void fg_tile(
     const float* ap = a + p * a_red;
 #pragma GCC unroll 8
     for (int v = 0; v < FG_NV; ++v)
-      if (v < nv) bv[v] = FG_LOAD(bp + v * FG_VW);
+      if (v < nv) bv[v] = tail ? FG_MLOAD(mask, bp) : FG_LOAD(bp + v * FG_VW);
 #pragma GCC unroll 8
     for (int i = 0; i < FG_MT; ++i)
       if (i < mt) {
@@ -82,50 +94,64 @@ static inline __attribute__((always_inline)) void fg_tile(
       for (int v = 0; v < FG_NV; ++v)
         if (v < nv) {
           float* cp = c + i * ldc + v * FG_VW;
+          fg_vf out = acc[i][v];
           if (mode == FG_ADD_TO_C)
-            FG_STORE(cp, FG_ADD(FG_LOAD(cp), acc[i][v]));
+            out = FG_ADD(tail ? FG_MLOAD(mask, cp) : FG_LOAD(cp), out);
           else if (mode == FG_ADD_BIAS)
-            FG_STORE(cp, FG_ADD(acc[i][v], FG_LOAD(bias + v * FG_VW)));
+            out = FG_ADD(out, tail ? FG_MLOAD(mask, bias) : FG_LOAD(bias + v * FG_VW));
+          if (tail)
+            FG_MSTORE(mask, cp, out);
           else
-            FG_STORE(cp, acc[i][v]);
+            FG_STORE(cp, out);
         }
 }
 
-/* All M rows of one panel of nv vectors of columns, for compile-time nv and mode. */
+/* All M rows of one panel of nv vectors of columns, for compile-time nv, mode and tail. */
 static inline __attribute__((always_inline)) void fg_panel(
     const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb, int64_t P,
-    float* c, int64_t ldc, const float* bias, int64_t M, const int nv, const int mode) {
+    float* c, int64_t ldc, const float* bias, int64_t M, const int nv, const int mode,
+    const int tail, fg_mask mask) {
   int64_t m = 0;
   for (; m + FG_MT <= M; m += FG_MT)
-    fg_tile(a + m * a_row, a_row, a_red, b, ldb, P, c + m * ldc, ldc, bias, FG_MT, nv, mode);
+    fg_tile(a + m * a_row, a_row, a_red, b, ldb, P, c + m * ldc, ldc, bias, FG_MT, nv, mode,
+            tail, mask);
   const float* at = a + m * a_row;
   float* ct = c + m * ldc;
   switch (M - m) {
-    case 1: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 1, nv, mode); break;
-    case 2: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 2, nv, mode); break;
-    case 3: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 3, nv, mode); break;
-    case 4: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 4, nv, mode); break;
-    case 5: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 5, nv, mode); break;
+    case 1: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 1, nv, mode, tail, mask); break;
+    case 2: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 2, nv, mode, tail, mask); break;
+    case 3: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 3, nv, mode, tail, mask); break;
+    case 4: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 4, nv, mode, tail, mask); break;
+    case 5: fg_tile(at, a_row, a_red, b, ldb, P, ct, ldc, bias, 5, nv, mode, tail, mask); break;
     default: break;
   }
 }
 
+/* fg_panels_MODE: the columns 0 .. N-1 in panels of NV vectors, then the remaining full vectors,
+   then the last n_tail (< VW) columns as one masked vector. */
 #define FG_PANELS(MODE)                                                                      \
   static void fg_panels_##MODE(const float* a, int64_t a_row, int64_t a_red, const float* b,  \
                                int64_t ldb, int64_t P, float* c, int64_t ldc,                \
-                               const float* bias, int64_t M, int64_t n_vectors) {           \
+                               const float* bias, int64_t M, int64_t N) {                   \
+    const int64_t n_vectors = N / FG_VW, n_tail = N % FG_VW;                                 \
+    const fg_mask none = FG_MASK(0); /* read by tail tiles only */                            \
     int64_t v0 = 0;                                                                          \
     for (; v0 + FG_NV <= n_vectors; v0 += FG_NV)                                             \
       fg_panel(a, a_row, a_red, b + v0 * FG_VW, ldb, P, c + v0 * FG_VW, ldc,                 \
-               bias ? bias + v0 * FG_VW : bias, M, FG_NV, MODE);                             \
+               bias ? bias + v0 * FG_VW : bias, M, FG_NV, MODE, 0, none);                     \
     const float* bt = b + v0 * FG_VW;                                                        \
     const float* biast = bias ? bias + v0 * FG_VW : bias; /* NULL stays NULL */              \
     float* ct = c + v0 * FG_VW;                                                              \
     switch (n_vectors - v0) {                                                                \
-      case 1: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 1, MODE); break;      \
-      case 2: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 2, MODE); break;      \
-      case 3: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 3, MODE); break;      \
+      case 1: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 1, MODE, 0, none); break;\
+      case 2: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 2, MODE, 0, none); break;\
+      case 3: fg_panel(a, a_row, a_red, bt, ldb, P, ct, ldc, biast, M, 3, MODE, 0, none); break;\
       default: break;                                                                        \
+    }                                                                                        \
+    if (n_tail > 0) {                                                                        \
+      const int64_t n0 = n_vectors * FG_VW;                                                  \
+      fg_panel(a, a_row, a_red, b + n0, ldb, P, c + n0, ldc, bias ? bias + n0 : bias, M, 1,  \
+               MODE, 1, FG_MASK(n_tail));                                                    \
     }                                                                                        \
   }
 FG_PANELS(0)
@@ -133,17 +159,18 @@ FG_PANELS(1)
 FG_PANELS(2)
 #endif
 
+#if FG_VW == 0
 /* Stores one result by mode (see fma_gemm). */
 static inline void fg_put(float* ci, float acc, const float* bias, int64_t n, int mode) {
   *ci = mode == FG_ADD_TO_C ? *ci + acc : (mode == FG_ADD_BIAS ? acc + bias[n] : acc);
 }
 
-#define FG_LR 16 /* rows per block of the leftover columns */
-/* Columns n0 .. N-1 (fewer than a vector, or all of them without vector tiles): FG_LR rows at a
+#define FG_LR 16 /* rows per block */
+/* The portable loop, for CPUs without the vector tiles: columns n0 .. N-1, FG_LR rows at a
    time, A's block copied as Aᵀ (P, FG_LR) so that the rows' chains run side by side in vector
    lanes; each element the same chain of fused multiply-adds over p in order as in a tile. The
    plain loop, one element at a time, if that copy cannot be allocated. */
-static void fg_leftover(const float* a, int64_t a_row, int64_t a_red, const float* b,
+static void fg_portable(const float* a, int64_t a_row, int64_t a_red, const float* b,
                         int64_t ldb, float* c, int64_t ldc, const float* bias, int64_t M,
                         int64_t n0, int64_t N, int64_t P, int mode) {
   float* at = malloc((size_t)(P > 0 ? P : 1) * FG_LR * sizeof(float));
@@ -182,6 +209,7 @@ static void fg_leftover(const float* a, int64_t a_row, int64_t a_red, const floa
   }
   free(at);
 }
+#endif
 
 /* C (M, N) = A·B, and by mode (FG_STORE_SUM, FG_ADD_TO_C, FG_ADD_BIAS): C = Σ, C = C + Σ or
    C = Σ + bias[n], where Σ = Σ_p A[i, p] B[p, n] is summed first; A (M, P) through strides
@@ -190,17 +218,16 @@ static void fg_leftover(const float* a, int64_t a_row, int64_t a_red, const floa
 static void fma_gemm(const float* a, int64_t a_row, int64_t a_red, const float* b, int64_t ldb,
                      float* c, int64_t ldc, const float* bias, int64_t M, int64_t N, int64_t P,
                      int mode) {
-  int64_t n0 = 0;
 #if FG_VW > 0
   if (mode == FG_ADD_TO_C)
-    fg_panels_1(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
+    fg_panels_1(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N);
   else if (mode == FG_ADD_BIAS)
-    fg_panels_2(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
+    fg_panels_2(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N);
   else
-    fg_panels_0(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N / FG_VW);
-  n0 = N / FG_VW * FG_VW;
+    fg_panels_0(a, a_row, a_red, b, ldb, P, c, ldc, bias, M, N);
+#else
+  fg_portable(a, a_row, a_red, b, ldb, c, ldc, bias, M, 0, N, P, mode);
 #endif
-  if (n0 < N) fg_leftover(a, a_row, a_red, b, ldb, c, ldc, bias, M, n0, N, P, mode);
 }
 
 #endif

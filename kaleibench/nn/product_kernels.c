@@ -10,7 +10,7 @@
  * they have AVX-512; both operands are row-major with R as their outer dimension, so oneDNN would
  * need both copied into transposed layouts first. Here the tiles of fma_gemm.h read them as they
  * are, through strides: as Gᵀ (K, N) += Xᵀ D (vectors along N) or as G += Dᵀ X (vectors along K),
- * whichever leaves fewer columns to the portable loop.
+ * whichever wastes fewer vector lanes on the masked last vector of columns.
  *
  * Each element is summed in two levels, Σ_chunks (Σ_{r in chunk} terms) over chunks of RC rows in
  * order, each inner sum with fused multiply-adds in row order. That keeps the rounding error near
@@ -35,12 +35,13 @@ void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, const float*
   fma_gemm(a, lda, 1, b, ldb, c, ldc, bias, M, N, P, bias ? FG_ADD_BIAS : FG_STORE_SUM);
 }
 
-/* Columns left to the portable loop when a product is vectorised along n columns. */
-static int64_t leftover(int64_t n) {
+/* Idle lanes in the masked last vector when a product is vectorised along n columns. */
+static int64_t idle_lanes(int64_t n) {
 #if FG_VW > 0
-  return n % FG_VW;
+  return (FG_VW - n % FG_VW) % FG_VW;
 #else
-  return n;
+  (void)n;
+  return 0;
 #endif
 }
 
@@ -48,13 +49,13 @@ static int64_t leftover(int64_t n) {
    (floats; column slices of wider arrays are fine); when b != NULL also b (N) = Σ_r D[r], summed
    in the same two levels. G and b are written, not accumulated into.
    orient: 0 computes Gᵀ (K, N) = Xᵀ D, vectors along N, into a work buffer and transposes it;
-   1 computes G = Dᵀ X directly, vectors along K; -1 picks the one with fewer columns left to the
-   portable loop. Every element gets the same operations in the same order either way, so the
+   1 computes G = Dᵀ X directly, vectors along K; -1 picks the one with fewer idle lanes in
+   masked last vectors. Every element gets the same operations in the same order either way, so the
    choice changes the speed only (tested). Returns 0, or -1 when the work buffer could not be
    allocated (nothing written). */
 int wgrad(const float* restrict d, int64_t ldd, const float* restrict x, int64_t ldx,
           float* restrict g, float* restrict b, int64_t R, int64_t N, int64_t K, int orient) {
-  if (orient < 0) orient = leftover(K) * N < leftover(N) * K ? 1 : 0;
+  if (orient < 0) orient = idle_lanes(K) * N < idle_lanes(N) * K ? 1 : 0;
   if (orient == 1) {
     for (int64_t e = 0; e < N * K; ++e) g[e] = 0.0f;
     for (int64_t c = 0; c < R; c += RC) {

@@ -114,7 +114,7 @@ def _gemm(lib: Any, a: Tensor, b: Tensor, bias: Tensor | None,
           out: Tensor | None = None) -> Tensor:
     """a (M, P) · b (P, N) [+ bias] through the C tiles, into ``out`` or a new tensor."""
     a, b = _rows_unit_stride(a), _rows_unit_stride(b)
-    if bias is not None:
+    if bias is not None and not bias.is_contiguous():
         bias = bias.detach().contiguous()
     if out is None:
         out = torch.empty(a.shape[0], b.shape[1])
@@ -125,9 +125,11 @@ def _gemm(lib: Any, a: Tensor, b: Tensor, bias: Tensor | None,
 
 
 def _rows_unit_stride(a: Tensor) -> Tensor:
-    """``a`` (2-d, float32) itself when its columns are adjacent, else a contiguous copy."""
-    a = a.detach()
-    return a if a.stride(1) == 1 and a.dtype == torch.float32 else a.contiguous().float()
+    """``a`` (2-d, float32) itself when its columns are adjacent, else a contiguous copy (only
+    its memory is read: no autograd involvement either way)."""
+    if a.stride(1) == 1 and a.dtype == torch.float32:
+        return a
+    return a.detach().contiguous().float()
 
 
 def weight_grad(d: Tensor, x: Tensor, bias: bool = False,

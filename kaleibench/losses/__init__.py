@@ -3,7 +3,9 @@
 * :mod:`kaleibench.losses.q_learning`: TD targets, masked TD loss, reward standardisation
   (QMIX and its variants, and ALMA's low level);
 * :mod:`kaleibench.losses.alma`: ALMA's amortized Q-learning of the allocation;
-* :mod:`kaleibench.losses.mine`: the Jensen-Shannon MINE estimator.
+* :mod:`kaleibench.losses.mine`: the Jensen-Shannon MINE estimator;
+* :mod:`kaleibench.losses.native_td`: C versions of the double-Q selection and the logged loss
+  statistics (same values, one call each).
 
 ``from kaleibench.losses import ...`` works for every public name of the three modules.
 """
@@ -24,6 +26,7 @@ from kaleibench.losses.q_learning import (
     lambda_targets,
     masked_td_loss,
     return_bound,
+    taken_action_values,
     td_targets,
 )
 
@@ -31,5 +34,5 @@ __all__ = [
     "LOG2", "UNAVAILABLE", "MetaBatch", "RunningMeanStd", "alloc_critic_loss", "alloc_td_targets",
     "amortisation_loss", "decay_weights", "double_q_next_values", "fenchel_dual_loss",
     "jsd_negative", "jsd_positive", "lambda_targets", "make_meta_batch", "masked_td_loss",
-    "return_bound", "td_targets",
+    "return_bound", "taken_action_values", "td_targets",
 ]

@@ -5,7 +5,11 @@ Shapes: B episodes, T transitions, N agents, A actions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from kaleibench.losses import native_td
 
 UNAVAILABLE = float("-inf")
 """Q-value given to unavailable actions before an argmax/max."""
@@ -24,9 +28,41 @@ def double_q_next_values(
     Returns:
         (B, T, N) target-network values of the online argmax actions.
     """
+    chosen = native_td.double_q_select(q_online_next, q_target_next, avail_next)
+    if chosen is not None:  # the same choice and copy in one C call
+        return chosen
     masked = q_online_next.masked_fill(~avail_next, UNAVAILABLE)  # (B, T, N, A)
     best = masked.argmax(dim=-1, keepdim=True)  # (B, T, N, 1)
     return q_target_next.gather(-1, best).squeeze(-1)  # (B, T, N)
+
+
+def taken_action_values(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Q(s_t, u_t) of the taken actions: q (B, T+1, N, A) over all steps, actions (B, T, N) ->
+    (B, T, N), i.e. ``q[:, :-1].gather(-1, actions[..., None]).squeeze(-1)``.
+
+    One autograd node (:class:`_TakenActionValues`) instead of the slice, gather and squeeze
+    nodes; its gradient is the one they give (the output gradient added into zeros at the taken
+    actions), written in ``q``'s own memory layout.
+    """
+    if not torch.is_grad_enabled() or not q.requires_grad:
+        return q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    out: torch.Tensor = _TakenActionValues.apply(q, actions)
+    return out
+
+
+class _TakenActionValues(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(actions)
+        ctx.layout = (q.shape, q.stride())  # q's memory layout, for its gradient
+        return q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        (actions,) = ctx.saved_tensors
+        grad_q = torch.empty_strided(*ctx.layout).zero_()
+        grad_q[:, :-1].scatter_add_(-1, actions.unsqueeze(-1), grad.unsqueeze(-1))
+        return grad_q, None
 
 
 def td_targets(
@@ -99,9 +135,35 @@ def lambda_targets(
 
 
 def masked_td_loss(q_tot: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_TD = Σ mask · (Q_tot − y)² / Σ mask over valid transitions (B, T)."""
+    """L_TD = Σ mask · (Q_tot − y)² / Σ mask over valid transitions (B, T).
+
+    With ``q_tot``, ``targets`` and ``mask`` of one shape the loss is one autograd node
+    (:class:`_MaskedTdLoss`) whose backward pass is the closed form
+    ∂L/∂Q_tot = (g / n) · (2 (Q_tot − y) mask) · mask, n = max(Σ mask, 1): the operations, in
+    the order, that autograd applies through the division, sum, square, product and difference
+    (same floats, tested), without their five nodes.
+    """
+    if (torch.is_grad_enabled() and q_tot.requires_grad and not targets.requires_grad
+            and q_tot.shape == targets.shape == mask.shape):
+        loss: torch.Tensor = _MaskedTdLoss.apply(q_tot, targets, mask)
+        return loss
     td_error = (q_tot - targets) * mask  # (B, T)
     return (td_error**2).sum() / mask.sum().clamp_min(1.0)
+
+
+class _MaskedTdLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q_tot: torch.Tensor, targets: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        td_error = (q_tot - targets) * mask
+        n = mask.sum().clamp_min(1.0)
+        ctx.save_for_backward(td_error, mask, n)
+        return (td_error**2).sum() / n
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        td_error, mask, n = ctx.saved_tensors
+        return (g / n) * (2.0 * td_error) * mask, None, None
 
 
 def return_bound(max_abs_reward: float, gamma: float, horizon: int | None) -> float:

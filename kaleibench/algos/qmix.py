@@ -247,7 +247,8 @@ class Qmix:
         if inputs is None:
             obs = batch["obs"].transpose(0, 1)  # (T+1, B, N, O)
             actions = batch["actions"].transpose(0, 1)  # (T, B, N)
-            last = torch.cat([torch.full_like(actions[:1], -1), actions], dim=0)  # (T+1, B, N)
+            last = (torch.cat([torch.full_like(actions[:1], -1), actions], dim=0)  # (T+1, B, N)
+                    if self.cfg.obs_last_action else actions)  # (unused without last actions)
             t = torch.arange(obs.shape[0]).view(-1, 1, 1)  # (T+1, 1, 1)
             inputs = batch.derived["agent_inputs"] = self.build_inputs(obs, last, t)
         return agent.unroll(inputs.transpose(0, 1))  # fused whole-sequence recurrence

@@ -53,5 +53,12 @@ def dense(layer: nn.Linear, x: Tensor, relu: bool = False) -> Tensor:
         out = layer(x)
         return torch.relu(out) if relu else out
     lead = x.shape[:-1]
-    y: Tensor = DenseRows.apply(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias, relu)
+    rows = x.reshape(-1, x.shape[-1])
+    if torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad
+                                    or layer.bias.requires_grad):
+        y: Tensor = DenseRows.apply(rows, layer.weight, layer.bias, relu)
+    else:  # the node's forward pass without its autograd set-up (the target network's pass)
+        y = linear(rows, layer.weight, layer.bias)
+        if relu:
+            y.clamp_min_(0.0)
     return y.view(*lead, y.shape[-1])

@@ -107,14 +107,20 @@ void gru_bwd_step(const float* restrict g, const float* restrict hp, const float
    without bias), wt (H,3H) = W_hhᵀ, bi = b_ih, bh = b_hh; hs (T+1,M,H) holds h_0 in hs[0] and
    receives h_1..h_T; gh (M,3H) is work space. Per step: gh = h_{t-1} W_hhᵀ (fma_gemm.h: each
    element a fused multiply-add chain over k in order), then gru_fwd_step. When save != 0 the
-   gates of step t go to r, z, n, ghn + t·M·H (each (T,M,H)). */
+   gates of step t go to r, z, n, ghn + t·M·H (each (T,M,H)). A zero h_0 (an episode's start)
+   skips the first product: its chains of zero terms sum to +0 exactly (finite weights). */
 void gru_fwd_seq(const float* restrict gi, const float* restrict wt, const float* restrict bi,
                  const float* restrict bh, float* restrict hs, float* restrict gh,
                  float* restrict r_o, float* restrict z_o, float* restrict n_o,
                  float* restrict g_o, int64_t T, int64_t M, int64_t H, int save) {
   const int64_t blk = M * H;
+  int zero_start = 1;
+  for (int64_t e = 0; e < blk && zero_start; ++e) zero_start = hs[e] == 0.0f;
   for (int64_t t = 0; t < T; ++t) {
-    fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, NULL, M, 3 * H, H, FG_STORE_SUM);
+    if (t == 0 && zero_start)
+      for (int64_t e = 0; e < 3 * blk; ++e) gh[e] = 0.0f;
+    else
+      fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, NULL, M, 3 * H, H, FG_STORE_SUM);
     if (save)
       gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk,
                    r_o + t * blk, z_o + t * blk, n_o + t * blk, g_o + t * blk, M, H, 1);

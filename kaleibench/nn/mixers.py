@@ -11,6 +11,11 @@ from kaleibench.nn import native_mix
 from kaleibench.nn.products import linear
 
 
+def _layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x wᵀ + b; without a gradient, the product of the C path's forward pass (same floats)."""
+    return torch.addmm(b, x, w.t()) if torch.is_grad_enabled() else linear(x, w, b)
+
+
 class QMixer(nn.Module):
     """Q_tot = ELU(q·|W1(s)| + b1(s)) · |Wf(s)| + V(s), hypernetworks with 2 layers.
 
@@ -80,8 +85,19 @@ class QMixer(nn.Module):
         stored episode can be kept as long as the target network is (see :meth:`mix`).
         """
         lead = state.shape[:-1]
-        parts = self._weights(state.reshape(-1, state.shape[-1]))
-        return torch.cat(parts, dim=1).view(*lead, -1)
+        s = state.reshape(-1, state.shape[-1])
+        if torch.is_grad_enabled() or not self._native(s):
+            return torch.cat(self._weights(s), dim=1).view(*lead, -1)
+        # without a gradient: :meth:`_weights`'s products written into their packed columns
+        n_e, e = self.n_agents * self.embed_dim, self.embed_dim
+        packed = torch.empty(s.shape[0], self.n_weights)
+        h_w1, h_wf, h_v, b1 = self._hidden(s)
+        w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
+        linear(h_w1, w_w1, c_w1, out=packed[:, :n_e]).abs_()
+        packed[:, n_e:n_e + e].copy_(b1)
+        linear(h_wf, w_wf, c_wf, out=packed[:, n_e + e:n_e + 2 * e]).abs_()
+        linear(h_v, w_v, c_v, out=packed[:, n_e + 2 * e:])
+        return packed.view(*lead, -1)
 
     def mix(self, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """q (..., N) and packed weights (..., :attr:`n_weights`) from :meth:`hyper` -> Q_tot
@@ -100,20 +116,22 @@ class QMixer(nn.Module):
         The four layers that read ``s`` run as one matrix product (their weights concatenated),
         the same products as the C path's forward pass.
         """
-        def layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            # without a gradient, the products of the C path's forward (same floats)
-            return torch.addmm(b, x, w.t()) if torch.is_grad_enabled() else linear(x, w, b)
+        h_w1, h_wf, h_v, b1 = self._hidden(s)
+        w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
+        w1 = _layer(h_w1, w_w1, c_w1).abs()  # (M, N·E)
+        wf = _layer(h_wf, w_wf, c_wf).abs()  # (M, E)
+        v = _layer(h_v, w_v, c_v)  # (M, 1)
+        return w1, b1, wf, v
 
+    def _hidden(self, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """s (M, S) -> the hidden layers of W1's, Wf's and V's hypernetworks (after ReLU) and
+        b1, from one product of ``s`` with the four first layers' weights side by side."""
         first = self._first_layers()
         widths = [w.shape[0] for w in first[:4]]
         k = sum(widths[:3])
-        pre = layer(s, torch.cat(first[:4]), torch.cat(first[4:]))  # (M, Σ widths)
+        pre = _layer(s, torch.cat(first[:4]), torch.cat(first[4:]))  # (M, Σ widths)
         h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
-        w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
-        w1 = layer(h_w1, w_w1, c_w1).abs()  # (M, N·E)
-        wf = layer(h_wf, w_wf, c_wf).abs()  # (M, E)
-        v = layer(h_v, w_v, c_v)  # (M, 1)
-        return w1, pre[:, k:], wf, v
+        return h_w1, h_wf, h_v, pre[:, k:]
 
     @staticmethod
     def _mix(q: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, wf: torch.Tensor,

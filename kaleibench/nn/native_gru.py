@@ -105,25 +105,44 @@ class NativeGruSequence(torch.autograd.Function):
         x, w_ih, w_hh, hs, gates = ctx.saved_tensors
         lib = kernels()
         assert lib is not None, "the C kernels were loaded for the forward pass"
-        t_len, m, i = x.shape
-        h = w_hh.shape[1]
-        g = grad_out.contiguous().clone()  # becomes the total ∂L/∂h_t, step by step
-        d_gi = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_ih x_t + b_ih)
-        d_gh = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_hh h_{t−1} + b_hh)
-        w = w_hh.detach().contiguous()
-        lib.gru_bwd_seq(g.data_ptr(), hs.data_ptr(), *(gates[k].data_ptr() for k in range(4)),
-                        d_gi.data_ptr(), d_gh.data_ptr(), w.data_ptr(), t_len, m, h)
-        d_gi2, d_gh2 = d_gi.view(t_len * m, 3 * h), d_gh.view(t_len * m, 3 * h)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = matmul(d_gi2, w_ih.detach()).view(t_len, m, i)
-        grad_w_ih, grad_b_ih = weight_grad(d_gi2, x.view(t_len * m, i), bias=True)  # Σ ∂gi_tᵀ x_t
-        grad_w_hh, grad_b_hh = weight_grad(d_gh2, hs[:-1].reshape(t_len * m, h), bias=True)
-        return grad_x, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh
+        g = grad_out.contiguous().clone()  # bptt overwrites it
+        g_ih, g_hh, g_bih, g_bhh, grad_x = bptt(lib, g, x, w_ih, w_hh, hs, gates,
+                                                input_grad=ctx.needs_input_grad[0])
+        return grad_x, g_ih, g_hh, g_bih, g_bhh
+
+
+def bptt(lib: Any, g: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, hs: Tensor, gates: Tensor,
+         input_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None,
+                                           Tensor | None]:
+    """The GRU's backward pass over the sequence: (∂W_ih, ∂W_hh, ∂b_ih, ∂b_hh, ∂x or None).
+
+    g (T, M, H) or (T·M, H), contiguous, holds ∂L/∂h_t from the outputs and is overwritten
+    (it becomes the total ∂L/∂h_t, step by step); x (T, M, I) the input, hs and gates as saved
+    by :func:`_forward`. BPTT is one C call (``gru_bwd_seq``); then the input gradient
+    ∂L/∂x = Σ ∂gi W_ih and the weight and bias gradients over all T·M rows."""
+    t_len, m, i = x.shape
+    h = w_hh.shape[1]
+    d_gi = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_ih x_t + b_ih)
+    d_gh = torch.empty(t_len, m, 3 * h)  # ∂L/∂(W_hh h_{t−1} + b_hh)
+    w = w_hh.detach().contiguous()
+    lib.gru_bwd_seq(g.data_ptr(), hs.data_ptr(), *(gates[k].data_ptr() for k in range(4)),
+                    d_gi.data_ptr(), d_gh.data_ptr(), w.data_ptr(), t_len, m, h)
+    d_gi2, d_gh2 = d_gi.view(t_len * m, 3 * h), d_gh.view(t_len * m, 3 * h)
+    grad_x = matmul(d_gi2, w_ih.detach()).view(t_len, m, i) if input_grad else None
+    grad_w_ih, grad_b_ih = weight_grad(d_gi2, x.view(t_len * m, i), bias=True)  # Σ ∂gi_tᵀ x_t
+    grad_w_hh, grad_b_hh = weight_grad(d_gh2, hs[:-1].reshape(t_len * m, h), bias=True)
+    return grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_x
 
 
 def check_arguments(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> None:
     """Refuse what the C kernels would misread: they see raw float32 memory of these shapes."""
+    h3 = w_ih.shape[0]
+    if (x.dim() == 3 and w_ih.dim() == 2 and w_hh.dim() == 2 and w_ih.shape[1] == x.shape[2]
+            and w_hh.shape == (h3, h3 // 3) and h3 % 3 == 0 and b_ih.shape == (h3,)
+            and b_hh.shape == (h3,) and x.dtype == w_ih.dtype == w_hh.dtype == b_ih.dtype
+            == b_hh.dtype == torch.float32 and x.device.type == w_ih.device.type == "cpu"
+            and w_hh.device.type == b_ih.device.type == b_hh.device.type == "cpu"):
+        return  # the common case, checked at once; the messages below name what is wrong
     tensors = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
     for name, a in tensors.items():
         if a.dtype != torch.float32 or a.device.type != "cpu":

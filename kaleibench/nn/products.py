@@ -60,8 +60,9 @@ products (acting, a few episodes' target pass) stay with ``torch.mm``: at N = 19
 the two break even near 80 rows."""
 
 
-def linear(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x (M, K) · w (N, K)ᵀ [+ bias (N,)] -> a new (M, N) tensor, without autograd.
+def linear(x: Tensor, w: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """x (M, K) · w (N, K)ᵀ [+ bias (N,)] -> an (M, N) tensor, without autograd: ``out`` when
+    given (float32, adjacent columns; may be a column slice of a wider tensor), else a new one.
 
     ``x`` may be a column-sliced view (rows a fixed stride apart). In C where the kernels build
     (wᵀ is copied, a small tensor), else through oneDNN for products of at least
@@ -69,14 +70,24 @@ def linear(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     lib = _kernels()
     if lib is not None:
-        return _gemm(lib, x, w.detach().t().contiguous(), bias)
+        if out is not None:
+            _check_out(out, x.shape[0], w.shape[0])
+        return _gemm(lib, x, w.detach().t().contiguous(), bias, out)
     if onednn() and 2 * x.shape[0] * x.shape[1] * w.shape[0] >= ONEDNN_MIN_FLOPS:
-        out: Tensor = torch.ops.mkldnn._linear_pointwise(x.detach(), w.detach(),
-                                                          None if bias is None else bias.detach(),
-                                                          "none", [], "")  # fmt: skip
-        return out
-    with torch.no_grad():
-        return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+        y: Tensor = torch.ops.mkldnn._linear_pointwise(x.detach(), w.detach(),
+                                                        None if bias is None else bias.detach(),
+                                                        "none", [], "")  # fmt: skip
+    else:
+        with torch.no_grad():
+            y = torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+    return y if out is None else out.copy_(y)
+
+
+def _check_out(out: Tensor, rows: int, cols: int) -> None:
+    """Refuse an ``out`` the C kernels would misread."""
+    if tuple(out.shape) != (rows, cols) or out.stride(1) != 1 or out.dtype != torch.float32:
+        raise ValueError(f"out must be float32 ({rows}, {cols}) with adjacent columns, got "
+                         f"{out.dtype} {tuple(out.shape)}")  # fmt: skip
 
 
 def _kernels() -> Any | None:
@@ -99,10 +110,8 @@ def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul needs a (M, P) and b (P, N), got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")  # fmt: skip
-    if out is not None and (tuple(out.shape) != (a.shape[0], b.shape[1]) or out.stride(1) != 1
-                            or out.dtype != torch.float32):
-        raise ValueError(f"matmul's out must be float32 ({a.shape[0]}, {b.shape[1]}) with "
-                         f"adjacent columns, got {out.dtype} {tuple(out.shape)}")  # fmt: skip
+    if out is not None:
+        _check_out(out, a.shape[0], b.shape[1])
     lib = _kernels()
     if lib is None:
         with torch.no_grad():

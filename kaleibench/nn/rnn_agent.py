@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kaleibench.nn import native_gru
+from kaleibench.nn import native_agent, native_gru
 from kaleibench.nn.dense import dense
 from kaleibench.nn.fused_gru import gru_parameters, gru_sequence_fused
 
@@ -68,9 +68,19 @@ class GruAgent(nn.Module):
         """Whole episodes from a zero state: inputs (B, T, N, I) -> q (B, T, N, A).
 
         Computed time-major (see :func:`gru_sequence`); the result is a (B, T, N, A) view.
-        fc1 and fc2 run as one node each over all rows (:func:`~kaleibench.nn.dense.dense`).
+        Where the C kernels run, the whole unroll is one autograd node
+        (:mod:`kaleibench.nn.native_agent`); otherwise fc1 and fc2 run as one node each over all
+        rows (:func:`~kaleibench.nn.dense.dense`) around the GRU's.
         """
-        x = dense(self.fc1, inputs.transpose(0, 1), relu=True)  # (T, B, N, H)
+        x = inputs.transpose(0, 1)  # (T, B, N, I)
+        if (native_agent.available() and x.dtype == torch.float32 and not x.requires_grad
+                and self.fc1.weight.dtype == torch.float32):
+            t, b, n, i = x.shape
+            q = native_agent.gru_agent_unroll(
+                x.contiguous().view(t * b * n, i), self.fc1.weight, self.fc1.bias,
+                gru_parameters(self.rnn), self.fc2.weight, self.fc2.bias, t)
+            return q.view(t, b, n, -1).transpose(0, 1)
+        x = dense(self.fc1, x, relu=True)  # (T, B, N, H)
         return dense(self.fc2, gru_sequence(self.rnn, x)).transpose(0, 1)
 
 

@@ -306,7 +306,7 @@ class Qmix:
         done = done_mask(batch["terminated"], batch["truncated"],
                          bool(self.cfg.timeout_is_terminal))  # (B, T)
         if self.cfg.standardise_rewards:
-            self.reward_ms.update(reward[mask.bool()])
+            self.reward_ms.update(reward[batch["filled"].bool()])
             reward = self.reward_ms.normalise(reward)
         avail = batch["avail_actions"].bool()  # (B, T+1, N, A)
         q = self.unroll(self.agent, batch)  # (B, T+1, N, A)
@@ -390,7 +390,7 @@ class Qmix:
             extra, extra_stats = self.regulariser.loss(td)
             loss = td + extra  # ALGO LOGIC: the variant's extra term, one visible sum
             stats.update(extra_stats)
-        stats["loss"] = float(loss.detach())
+        stats["loss"] = stats["loss_td"] if loss is td else float(loss.detach())
         stats["grad_norm"] = self.apply_gradients(loss)
         self.n_updates += 1
         if self.cfg.target_tau > 0:

@@ -27,13 +27,14 @@ from typing import Any
 
 from kaleibench.config import stable_hash
 
-ARITHMETIC = 4
+ARITHMETIC = 5
 """Revision of the training code's floating-point arithmetic (see the module docstring).
 1: until the QMIX family's target Q-values were reused between target syncs and its agents
 acted through the learner's GRU step; 2: until QMIX's mixer ran as one node with its mixing
 arithmetic in C and the learner's large products through oneDNN; 3: until the GRU's recurrent
 products, the learner's weight gradients and the agent's dense layers' backward products were
-computed in C (``fma_gemm.h``); 4: since."""
+computed in C (``fma_gemm.h``); 4: until the C kernels' exp (GRU gates, the mixer's ELU) and the
+GRU's state update used fused multiply-adds (``exp_poly.h``); 5: since."""
 
 ISA_FLAGS = (
     "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw",

@@ -14,16 +14,20 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
   matrix-product FLOPs (forward = 2·rows·in·out per layer, backward twice that, target pass
   forward only; element-wise work not counted) divided by the fastest of the rates one core
   reaches on the update's main product, (B·(T+1)·N, 64) × (64, 192), through ``torch.mm``
-  (MKL), through oneDNN and through the C tiles of ``fma_gemm.h`` (:mod:`kaleibench.nn.products`),
-  measured on the same machine in the same run (all three rates are printed, and the update
-  against ``torch.mm``'s rate too); and
+  (MKL), through oneDNN and through the C tiles of ``fma_gemm.h`` (:mod:`kaleibench.nn.products`).
+  The new code's worker measures that rate right after every round of updates, so that each
+  round's update and floor are timed at the same moment (the machine's speed drifts by 10-15 %
+  within a run; a floor measured once, minutes away, moved the ratio by as much); the median of
+  the rounds' ratios is reported. The three rates are also measured once in a separate process
+  and printed, with the update against ``torch.mm``'s rate; and
   the update with every target value read from the cache, against the floor without the
-  target pass;
+  target pass (measured the same way);
 * Kalei-QMIX ÷ qmix-1r3 update time (goal ≤ 1.5×), old and new;
 * the same figures for the current code with glibc's default ``malloc`` thresholds (without
   :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
   where the current update's time goes under torch's profiler: torch's and oneDNN's matrix
-  products, and the hand-written autograd nodes (whose C products it cannot see one by one).
+  products, and the hand-written autograd nodes (whose C products it cannot see one by one;
+  the target networks' pass runs outside any node).
 
 Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
 The versions run as persistent workers asked in turn (old, new, no-C, old, new, ...), so that
@@ -79,7 +83,41 @@ for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
 MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "mkldnn::_linear_pointwise")
-NODES = ("NativeGru", "NativeQMix", "DenseRows")
+NODES = ("NativeGru", "NativeQMix", "DenseRows", "GruAgentSequence", "_MaskedTdLoss",
+         "_TakenActionValues")
+ROWS = 32 * 26 * 3  # the update's main product: (B·(T+1)·N, 64) x (64, 192)
+main_a, main_w = torch.randn(ROWS, 64), torch.randn(64, 192)
+products = [lambda: main_a @ main_w]  # torch.mm; then oneDNN's and the C tiles' where present
+try:
+    from kaleibench.nn.products import onednn
+    main_wt = main_w.t().contiguous()
+    if onednn():
+        products.append(lambda: torch.ops.mkldnn._linear_pointwise(main_a, main_wt, None, "none",
+                                                                   [], ""))
+except ImportError:  # older code
+    pass
+try:
+    from kaleibench.nn.products import _kernels, matmul
+    if _kernels() is not None:
+        products.append(lambda: matmul(main_a, main_w))
+except ImportError:
+    pass
+
+
+def floor_rate():  # FLOP/s of the main product, the fastest path (median of 5 x 20 calls)
+    best = 0.0
+    for product in products:
+        product()
+        rates = []
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(20):
+                product()
+            rates.append(2 * ROWS * 64 * 192 * 20 / (time.process_time() - start))
+        best = max(best, sorted(rates)[2])
+    return best
+
+
 cache = getattr(algo, "target_cache", None)  # reused target Q-values (absent in old code)
 hits: list[float] = []
 
@@ -106,6 +144,8 @@ for line in sys.stdin:  # "update K": CPU-ms per update (target pass computed), 
         for _ in range(int(arg)):
             update(cmd == "cached")
         out = (time.process_time() - start) / int(arg) * 1e3
+    elif cmd == "floor":
+        out = floor_rate()
     elif cmd == "hits":
         out = sum(hits) / len(hits) if hits else -1.0
     else:
@@ -201,9 +241,14 @@ Root = tuple[Path, dict[str, str]]
 
 
 def _alternate(roots: dict[str, Root], variant: str, command: str, rounds: int,
-               then: str | None = None) -> dict[str, float]:
+               then: str | None = None, floor: bool = False) -> dict[str, float]:
     """Median of ``command`` answers from one persistent worker per root, asked in turn; with
-    ``then``, also each worker's answer to it afterwards (key ``"<tag> then"``)."""
+    ``then``, also each worker's answer to it afterwards (key ``"<tag> then"``). With ``floor``
+    (``command`` = "update K" or "cached K"), the "new" worker also measures the main product's
+    rate after every round, and each answer is divided by the floor of that round (key
+    ``"<tag> ÷ floor"``: the median of the per-round ratios) so that update and floor are taken
+    at the same moment, whatever the machine's load does meanwhile; key ``"floor rate"`` is the
+    median rate."""
     workers = {tag: subprocess.Popen([sys.executable, "-c", WORKER, variant],
                                      env={**single_thread_env(root), **extra}, cwd=root,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -212,23 +257,36 @@ def _alternate(roots: dict[str, Root], variant: str, command: str, rounds: int,
     try:
         for w in workers.values():
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        rates: list[float] = []
         for _ in range(rounds):
             for tag, w in workers.items():
-                assert w.stdin is not None and w.stdout is not None
-                w.stdin.write(command + "\n")
-                w.stdin.flush()
-                answers[tag].append(float(json.loads(w.stdout.readline())))
+                answers[tag].append(_ask(w, command))
+            if floor:
+                rates.append(_ask(workers["new"], "floor 0"))
         for tag, w in workers.items():
-            if then is not None and w.stdin is not None and w.stdout is not None:
-                w.stdin.write(then + "\n")
-                w.stdin.flush()
-                answers[f"{tag} then"] = [float(json.loads(w.stdout.readline()))]
+            if then is not None:
+                answers[f"{tag} then"] = [_ask(w, then)]
     finally:
         for w in workers.values():
             if w.stdin is not None:
                 w.stdin.close()
             w.wait()
-    return {tag: statistics.median(v) for tag, v in answers.items()}
+    out = {tag: statistics.median(v) for tag, v in answers.items()}
+    if floor:
+        flops = update_flops(target_pass=command.startswith("update"))
+        for tag in workers:
+            out[f"{tag} ÷ floor"] = statistics.median(
+                ms / (flops / rate * 1e3) for ms, rate in zip(answers[tag], rates, strict=True))
+        out["floor rate"] = statistics.median(rates)
+    return out
+
+
+def _ask(worker: subprocess.Popen[str], command: str) -> float:
+    """A worker's answer to one command."""
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(command + "\n")
+    worker.stdin.flush()
+    return float(json.loads(worker.stdout.readline()))
 
 
 def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
@@ -245,16 +303,22 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
             m["floor"], m["raw"] = probe["flops"], probe["raw"]
             m["mm rate"], m["onednn rate"], m["c rate"] = probe["mm"], probe["onednn"], probe["c"]
             for variant in ("qmix", "qmix-1r3", "kalei-qmix"):
-                for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS).items():
+                for tag, value in _alternate(roots, variant, "update 10", 6 * ROUNDS,
+                                             floor=variant == "qmix").items():
                     m[f"{tag} {variant}"] = value
-            m["new cached"] = _alternate({"new": roots["new"]}, "qmix", "cached 10",
-                                         6 * ROUNDS)["new"]
+            cached = _alternate({"new": roots["new"]}, "qmix", "cached 10", 6 * ROUNDS,
+                                floor=True)
+            m["new cached"], m["cached ÷ floor"] = cached["new"], cached["new ÷ floor"]
+            m["cached floor rate"] = cached["floor rate"]
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS, "hits 0")
             m["hits"] = rates["new then"]
             m["matmul ms"] = _alternate({"new": roots["new"]}, "qmix", "profile 10", 3)["new"]
             m["nodes ms"] = _alternate({"new": roots["new"]}, "qmix", "nodes 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
+            m["floor rate"] = m.pop("floor rate qmix")
+            for tag in ("new", "old", "no-C", "malloc"):
+                m[f"{tag} ÷ floor"] = m.pop(f"{tag} ÷ floor qmix")
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     floor_ms = update_flops() / m["floor"] * 1e3
@@ -267,27 +331,32 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
     RATIO_LINES.append(
         f"QMIX update: new {m['new qmix']:.2f} ms / old {m['old qmix']:.2f} ms = "
         f"{m['new qmix'] / m['old qmix']:.2f}x; FLOP floor {update_flops() / 1e9:.2f} GFLOP at "
-        f"{m['floor'] / 1e9:.0f} GFLOP/s = {floor_ms:.2f} ms: new {m['new qmix'] / floor_ms:.2f}x"
-        f", old {m['old qmix'] / floor_ms:.2f}x the floor (goal <= 2x); the main product runs "
-        f"at {m['mm rate'] / 1e9:.0f} GFLOP/s through torch.mm (MKL), "
-        f"{m['onednn rate'] / 1e9:.0f} through oneDNN, {m['c rate'] / 1e9:.0f} through the C "
-        f"tiles (0: not available); against torch.mm's "
-        f"rate ({mm_floor_ms:.2f} ms) new {m['new qmix'] / mm_floor_ms:.2f}x, old "
-        f"{m['old qmix'] / mm_floor_ms:.2f}x")
-    reused_ms = update_flops(target_pass=False) / m["floor"] * 1e3
+        f"the main product's fastest rate, measured in the new worker after every round "
+        f"(median {m['floor rate'] / 1e9:.0f} GFLOP/s = "
+        f"{update_flops() / m['floor rate'] * 1e3:.2f} ms): new {m['new ÷ floor']:.2f}x, old "
+        f"{m['old ÷ floor']:.2f}x the floor (goal <= 2x; medians of the rounds' ratios)")
+    RATIO_LINES.append(
+        f"the main product in a separate process before the rounds: {m['mm rate'] / 1e9:.0f} "
+        f"GFLOP/s through torch.mm (MKL), {m['onednn rate'] / 1e9:.0f} through oneDNN, "
+        f"{m['c rate'] / 1e9:.0f} through the C tiles (0: not available); at the fastest "
+        f"({floor_ms:.2f} ms) new {m['new qmix'] / floor_ms:.2f}x, old "
+        f"{m['old qmix'] / floor_ms:.2f}x; at torch.mm's ({mm_floor_ms:.2f} ms) new "
+        f"{m['new qmix'] / mm_floor_ms:.2f}x, old {m['old qmix'] / mm_floor_ms:.2f}x")
+    reused_ms = update_flops(target_pass=False) / m["cached floor rate"] * 1e3
     RATIO_LINES.append(
         f"target values computed ahead (new episodes as stored, the whole buffer after each "
         f"target sync): the training above read {m['hits']:.0%} of its sampled episodes' "
         f"target values from the cache; an update with all of them read "
-        f"{m['new cached']:.2f} ms = {m['new cached'] / reused_ms:.2f}x its own floor "
-        f"({reused_ms:.2f} ms), with none {m['new qmix']:.2f} ms")
+        f"{m['new cached']:.2f} ms = {m['cached ÷ floor']:.2f}x its own floor "
+        f"({reused_ms:.2f} ms, measured the same way), with none {m['new qmix']:.2f} ms")
     RATIO_LINES.append(
         f"where the new update's time goes (torch profiler, 10 updates, self times): torch's and "
         f"oneDNN's matrix products {m['matmul ms']:.2f} ms; the hand-written autograd nodes "
-        f"(GRU, mixer, dense layers: their C products and element-wise work) "
-        f"{m['nodes ms']:.2f} ms; of the unprofiled {m['new qmix']:.2f} ms that leaves "
-        f"{m['new qmix'] - m['matmul ms'] - m['nodes ms']:.2f} ms for everything else (sampling, "
-        f"loss, optimiser, Python)")
+        f"(the agent's unroll, the mixer, the TD loss's nodes: their C products and element-wise "
+        f"work) {m['nodes ms']:.2f} ms; of the unprofiled {m['new qmix']:.2f} ms that leaves "
+        f"{m['new qmix'] - m['matmul ms'] - m['nodes ms']:.2f} ms for everything else (the "
+        f"target networks' pass, plain C calls outside any node; sampling, loss, optimiser, "
+        f"Python)")
     RATIO_LINES.append(
         f"the C kernels (KALEIBENCH_NATIVE=0 forces the torch paths): training new "
         f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "

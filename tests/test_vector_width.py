@@ -61,10 +61,12 @@ def test_the_gru_recurrence_does_not_depend_on_the_vector_width(tmp_path: Path, 
     here = native_gru.kernels()
     assert here is not None
     base = _baseline(tmp_path, native_gru.SOURCE)
-    base.gru_fwd_seq.argtypes = here.gru_fwd_seq.argtypes
+    base.gru_fwd_seq_in.argtypes = here.gru_fwd_seq_in.argtypes
     base.gru_bwd_seq.argtypes = here.gru_bwd_seq.argtypes
     gen = torch.Generator().manual_seed(h)
-    gi = torch.randn(t_len, m, 3 * h, generator=gen)
+    i = h // 2 + 3
+    x = torch.randn(t_len, m, i, generator=gen)
+    wi_t = (torch.randn(3 * h, i, generator=gen) * 0.3).t().contiguous()
     w = torch.randn(3 * h, h, generator=gen) * 0.2
     w_t = w.t().contiguous()
     b_i, b_h = torch.randn(3 * h, generator=gen), torch.randn(3 * h, generator=gen)
@@ -72,10 +74,10 @@ def test_the_gru_recurrence_does_not_depend_on_the_vector_width(tmp_path: Path, 
     results = []
     for lib in (here, base):
         hs, gates = torch.zeros(t_len + 1, m, h), torch.empty(4, t_len, m, h)
-        work = torch.empty(m, 3 * h)  # held: the kernel writes into it
-        lib.gru_fwd_seq(gi.data_ptr(), w_t.data_ptr(), b_i.data_ptr(), b_h.data_ptr(),
-                        hs.data_ptr(), work.data_ptr(),
-                        *(gates[j].data_ptr() for j in range(4)), t_len, m, h, 1)
+        work = torch.empty(2, m, 3 * h)  # held: the kernel writes into it
+        lib.gru_fwd_seq_in(x.data_ptr(), i, wi_t.data_ptr(), work[0].data_ptr(), w_t.data_ptr(),
+                           b_i.data_ptr(), b_h.data_ptr(), hs.data_ptr(), work[1].data_ptr(),
+                           *(gates[j].data_ptr() for j in range(4)), t_len, m, h, 1)
         g = grad.clone()
         d_i, d_h = torch.empty(t_len, m, 3 * h), torch.empty(t_len, m, 3 * h)
         lib.gru_bwd_seq(g.data_ptr(), hs.data_ptr(), *(gates[j].data_ptr() for j in range(4)),

@@ -1,9 +1,8 @@
 /* GRU arithmetic for kaleibench's learner: whole sequences in one call, gates for all M rows.
  *
- * W_ih x for all steps is one product in torch (before the call). gru_fwd_seq then runs the
- * recurrence: per step the product h_{t-1} W_hhᵀ (fma_gemm.h) and the element-wise gate work of
- * gru_fwd_step, biases included; gru_bwd_seq runs BPTT the same way. Gate layout as
- * torch.nn.GRU: rows (r, z, n) of width H.
+ * gru_fwd_seq_in runs the recurrence: per step the products x_t W_ihᵀ and h_{t-1} W_hhᵀ
+ * (fma_gemm.h) and the element-wise gate work of gru_fwd_step, biases included; gru_bwd_seq runs
+ * BPTT the same way. Gate layout as torch.nn.GRU: rows (r, z, n) of width H.
  *
  *   r = sigmoid(gi_r + gh_r)        z = sigmoid(gi_z + gh_z)
  *   n = tanh(gi_n + r * gh_n)       h = n + z * (h_prev - n)
@@ -105,35 +104,40 @@ void gru_bwd_step(const float* restrict g, const float* restrict hp, const float
   }
 }
 
-/* The whole forward recurrence in one call. gi (T,M,3H) = W_ih x_t for every step (products
-   without bias), wt (H,3H) = W_hhᵀ, bi = b_ih, bh = b_hh; hs (T+1,M,H) holds h_0 in hs[0] and
-   receives h_1..h_T; gh (M,3H) is work space. Per step: gh = h_{t-1} W_hhᵀ (fma_gemm.h: each
-   element a fused multiply-add chain over k in order), then gru_fwd_step. When save != 0 the
-   gates of step t go to r, z, n, ghn + t·M·H (each (T,M,H)). A zero h_0 (an episode's start)
-   skips the first product: its chains of zero terms sum to +0 exactly (finite weights). */
-void gru_fwd_seq(const float* restrict gi, const float* restrict wt, const float* restrict bi,
-                 const float* restrict bh, float* restrict hs, float* restrict gh,
-                 float* restrict r_o, float* restrict z_o, float* restrict n_o,
-                 float* restrict g_o, int64_t T, int64_t M, int64_t H, int save) {
+/* The whole forward pass in one call. x (T,M,I) is the input, wit (I,3H) = W_ihᵀ, wt (H,3H) =
+   W_hhᵀ, bi = b_ih, bh = b_hh; hs (T+1,M,H) holds h_0 in hs[0] and receives h_1..h_T; gw and gh
+   (M,3H each) are work space. Per step: gw = x_t W_ihᵀ and gh = h_{t-1} W_hhᵀ (fma_gemm.h: each
+   element a fused multiply-add chain over k in order, so the same floats as one product over
+   all T·M rows; computed step by step, the input projection's rows are still in cache for the
+   gates instead of a (T,M,3H) array written first and read back), then gru_fwd_step. When
+   save != 0 the gates of step t go to r, z, n, ghn + t·M·H (each (T,M,H)). A zero h_0 (an
+   episode's start) skips the first recurrent product: its chains of zero terms sum to +0
+   exactly (finite weights). */
+void gru_fwd_seq_in(const float* restrict x, int64_t I, const float* restrict wit,
+                    float* restrict gw, const float* restrict wt, const float* restrict bi,
+                    const float* restrict bh, float* restrict hs, float* restrict gh,
+                    float* restrict r_o, float* restrict z_o, float* restrict n_o,
+                    float* restrict g_o, int64_t T, int64_t M, int64_t H, int save) {
   const int64_t blk = M * H;
   int zero_start = 1;
   for (int64_t e = 0; e < blk && zero_start; ++e) zero_start = hs[e] == 0.0f;
   for (int64_t t = 0; t < T; ++t) {
+    fma_gemm(x + t * M * I, I, 1, wit, 3 * H, gw, 3 * H, NULL, M, 3 * H, I, FG_STORE_SUM);
     if (t == 0 && zero_start)
       for (int64_t e = 0; e < 3 * blk; ++e) gh[e] = 0.0f;
     else
       fma_gemm(hs + t * blk, H, 1, wt, 3 * H, gh, 3 * H, NULL, M, 3 * H, H, FG_STORE_SUM);
     if (save)
-      gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk,
-                   r_o + t * blk, z_o + t * blk, n_o + t * blk, g_o + t * blk, M, H, 1);
+      gru_fwd_step(gw, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk, r_o + t * blk,
+                   z_o + t * blk, n_o + t * blk, g_o + t * blk, M, H, 1);
     else
-      gru_fwd_step(gi + 3 * t * blk, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk, NULL, NULL,
-                   NULL, NULL, M, H, 0);
+      gru_fwd_step(gw, gh, bi, bh, hs + t * blk, hs + (t + 1) * blk, NULL, NULL, NULL, NULL, M,
+                   H, 0);
   }
 }
 
 /* BPTT over the whole sequence in one call. g (T,M,H) holds ∂L/∂h_t from the outputs and is
-   turned into the total ∂L/∂h_t, from t = T-1 down; hs, r, z, n, ghn as saved by gru_fwd_seq;
+   turned into the total ∂L/∂h_t, from t = T-1 down; hs, r, z, n, ghn as saved by gru_fwd_seq_in;
    w (3H,H) = W_hh. Writes di, dh (T,M,3H) as gru_bwd_step does, and for t > 0 adds to
    ∂L/∂h_{t-1} first the direct path g·z and then the product dh_t W_hh. */
 void gru_bwd_seq(float* restrict g, const float* restrict hs, const float* restrict r_,

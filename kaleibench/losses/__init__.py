@@ -25,7 +25,9 @@ from kaleibench.losses.q_learning import (
     double_q_next_values,
     lambda_targets,
     masked_td_loss,
+    masked_td_loss_and_gradient,
     return_bound,
+    taken_action_gradient,
     taken_action_values,
     td_targets,
 )
@@ -34,5 +36,6 @@ __all__ = [
     "LOG2", "UNAVAILABLE", "MetaBatch", "RunningMeanStd", "alloc_critic_loss", "alloc_td_targets",
     "amortisation_loss", "decay_weights", "double_q_next_values", "fenchel_dual_loss",
     "jsd_negative", "jsd_positive", "lambda_targets", "make_meta_batch", "masked_td_loss",
-    "return_bound", "taken_action_values", "td_targets",
+    "masked_td_loss_and_gradient", "return_bound", "taken_action_gradient",
+    "taken_action_values", "td_targets",
 ]

@@ -60,9 +60,17 @@ class _TakenActionValues(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
         (actions,) = ctx.saved_tensors
-        grad_q = torch.empty_strided(*ctx.layout).zero_()
-        grad_q[:, :-1].scatter_add_(-1, actions.unsqueeze(-1), grad.unsqueeze(-1))
-        return grad_q, None
+        shape, stride = ctx.layout
+        return taken_action_gradient(shape, stride, actions, grad), None
+
+
+def taken_action_gradient(shape: torch.Size, stride: tuple[int, ...], actions: torch.Tensor,
+                          grad: torch.Tensor) -> torch.Tensor:
+    """∂L/∂q (B, T+1, N, A), in the memory layout ``stride``, from ∂L/∂(taken values) (B, T, N):
+    the gradient added into zeros at the taken actions, as autograd's gather gives it."""
+    grad_q = torch.empty_strided(shape, stride).zero_()
+    grad_q[:, :-1].scatter_add_(-1, actions.unsqueeze(-1), grad.unsqueeze(-1))
+    return grad_q
 
 
 def td_targets(
@@ -155,15 +163,37 @@ class _MaskedTdLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q_tot: torch.Tensor, targets: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        td_error = (q_tot - targets) * mask
-        n = mask.sum().clamp_min(1.0)
+        loss, td_error, n = _masked_td_parts(q_tot, targets, mask)
         ctx.save_for_backward(td_error, mask, n)
-        return (td_error**2).sum() / n
+        return loss
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         td_error, mask, n = ctx.saved_tensors
-        return (g / n) * (2.0 * td_error) * mask, None, None
+        return _masked_td_gradient(g, td_error, mask, n), None, None
+
+
+def _masked_td_parts(q_tot: torch.Tensor, targets: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(L_TD, the masked TD errors, n = max(Σ mask, 1)), by :func:`masked_td_loss`'s formula."""
+    td_error = (q_tot - targets) * mask
+    n = mask.sum().clamp_min(1.0)
+    return (td_error**2).sum() / n, td_error, n
+
+
+def _masked_td_gradient(g: torch.Tensor, td_error: torch.Tensor, mask: torch.Tensor,
+                        n: torch.Tensor) -> torch.Tensor:
+    """∂L/∂Q_tot = (g / n) · (2 td_error) · mask, for an output gradient g."""
+    return (g / n) * (2.0 * td_error) * mask
+
+
+def masked_td_loss_and_gradient(q_tot: torch.Tensor, targets: torch.Tensor,
+                                mask: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """L_TD's value and ∂L_TD/∂Q_tot, without autograd: the floats of
+    ``masked_td_loss(q_tot, targets, mask)`` and of its backward pass from ``L.backward()``."""
+    with torch.no_grad():
+        loss, td_error, n = _masked_td_parts(q_tot, targets, mask)
+        return float(loss), _masked_td_gradient(torch.ones_like(loss), td_error, mask, n)
 
 
 def return_bound(max_abs_reward: float, gamma: float, horizon: int | None) -> float:

@@ -55,7 +55,7 @@ class QMixer(nn.Module):
         s = state.reshape(-1, state.shape[-1])
         if self._native(q, s):
             out: torch.Tensor = native_mix.NativeQMix.apply(
-                q.reshape(-1, self.n_agents), s, *self._first_layers(), *self._second_layers())
+                q.reshape(-1, self.n_agents), s, *self.node_parameters())
             return out.view(*lead)
         w1, b1, wf, v = self._weights(s)
         w1 = w1.view(-1, self.n_agents, self.embed_dim)
@@ -76,6 +76,12 @@ class QMixer(nn.Module):
     def _second_layers(self) -> list[torch.Tensor]:
         """W1's, Wf's and V's second layers: (weight, bias) pairs."""
         return [t for layer in self._hidden_layers for t in (layer.weight, layer.bias)]
+
+    def node_parameters(self) -> list[torch.Tensor]:
+        """The parameters in the order of :class:`~kaleibench.nn.native_mix.NativeQMix`'s
+        arguments: the state-reading layers' weights, their biases, then the second layers'
+        (weight, bias) pairs."""
+        return [*self._first_layers(), *self._second_layers()]
 
     @property
     def n_weights(self) -> int:

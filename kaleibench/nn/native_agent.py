@@ -43,6 +43,37 @@ def _forward(x: Tensor, w1: Tensor, b1: Tensor, gru: tuple[Tensor, Tensor, Tenso
     return q, y, hs, gates
 
 
+def forward_saving(x: Tensor, w1: Tensor, b1: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                   b_hh: Tensor, w2: Tensor, b2: Tensor,
+                   t_len: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """q (T·M, A) of x (T·M, I), and what :func:`backward` needs (without autograd)."""
+    q, y, hs, gates = _forward(x, w1, b1, (w_ih, w_hh, b_ih, b_hh), w2, b2, t_len, True)
+    assert gates is not None
+    return q, (x, y, w_ih, w_hh, hs, gates, w2)
+
+
+def backward(saved: tuple[Tensor, ...], grad_q: Tensor) -> tuple[Tensor, ...]:
+    """The eight parameters' gradients (W₁, b₁, W_ih, W_hh, b_ih, b_hh, W₂, b₂) from ∂L/∂q
+    (T·M, A) and :func:`forward_saving`'s ``saved``."""
+    x, y, w_ih, w_hh, hs, gates, w2 = saved
+    lib = native_gru.kernels()
+    assert lib is not None, "the C kernels were loaded for the forward pass"
+    t_len, m, hid = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    grad_q = grad_q.contiguous()
+    # fc2: ∂L/∂W₂ = Σ ∂qᵀ h, ∂L/∂b₂ = Σ ∂q, ∂L/∂h = ∂q W₂ (a new tensor the BPTT overwrites)
+    g_w2, g_b2 = weight_grad(grad_q, hs[1:].reshape(-1, hid), bias=True)
+    g = matmul(grad_q, w2.detach())
+    # the GRU: BPTT in one C call, then its input and parameter gradients
+    g_ih, g_hh, g_bih, g_bhh, grad_y = native_gru.bptt(lib, g, y.view(t_len, m, hid), w_ih,
+                                                       w_hh, hs, gates)  # fmt: skip
+    assert grad_y is not None and g_bih is not None and g_bhh is not None
+    # fc1 with its ReLU: ∂L/∂a = ∂L/∂y where y > 0
+    g_a = torch.ops.aten.threshold_backward(grad_y.view(-1, hid), y, 0.0)
+    g_w1, g_b1 = weight_grad(g_a, x, bias=True)
+    assert g_b1 is not None and g_b2 is not None
+    return g_w1, g_b1, g_ih, g_hh, g_bih, g_bhh, g_w2, g_b2
+
+
 class GruAgentSequence(torch.autograd.Function):
     """x (T·M, I) rows, time-major -> q (T·M, A); gradients for the eight parameters (the
     inputs are data: none for x)."""
@@ -50,29 +81,13 @@ class GruAgentSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w1: Tensor, b1: Tensor, w_ih: Tensor, w_hh: Tensor,
                 b_ih: Tensor, b_hh: Tensor, w2: Tensor, b2: Tensor, t_len: int) -> Tensor:
-        q, y, hs, gates = _forward(x, w1, b1, (w_ih, w_hh, b_ih, b_hh), w2, b2, t_len, True)
-        ctx.save_for_backward(x, y, w_ih, w_hh, hs, gates, w2)
+        q, saved = forward_saving(x, w1, b1, w_ih, w_hh, b_ih, b_hh, w2, b2, t_len)
+        ctx.save_for_backward(*saved)
         return q
 
     @staticmethod
     def backward(ctx: Any, grad_q: Tensor) -> tuple[Tensor | None, ...]:
-        x, y, w_ih, w_hh, hs, gates = ctx.saved_tensors[:6]
-        w2 = ctx.saved_tensors[6]
-        lib = native_gru.kernels()
-        assert lib is not None, "the C kernels were loaded for the forward pass"
-        t_len, m, hid = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-        grad_q = grad_q.contiguous()
-        # fc2: ∂L/∂W₂ = Σ ∂qᵀ h, ∂L/∂b₂ = Σ ∂q, ∂L/∂h = ∂q W₂ (a new tensor the BPTT overwrites)
-        g_w2, g_b2 = weight_grad(grad_q, hs[1:].reshape(-1, hid), bias=True)
-        g = matmul(grad_q, w2.detach())
-        # the GRU: BPTT in one C call, then its input and parameter gradients
-        g_ih, g_hh, g_bih, g_bhh, grad_y = native_gru.bptt(lib, g, y.view(t_len, m, hid), w_ih,
-                                                           w_hh, hs, gates)  # fmt: skip
-        assert grad_y is not None
-        # fc1 with its ReLU: ∂L/∂a = ∂L/∂y where y > 0
-        g_a = torch.ops.aten.threshold_backward(grad_y.view(-1, hid), y, 0.0)
-        g_w1, g_b1 = weight_grad(g_a, x, bias=True)
-        return None, g_w1, g_b1, g_ih, g_hh, g_bih, g_bhh, g_w2, g_b2, None
+        return None, *backward(ctx.saved_tensors, grad_q), None
 
 
 def gru_agent_unroll(x: Tensor, w1: Tensor, b1: Tensor,

@@ -92,49 +92,65 @@ class NativeQMix(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, s: Tensor, *params: Tensor) -> Tensor:
-        firsts, first_biases = params[0:4], params[4:8]
-        w_w1, c_w1, w_wf, c_wf, w_v, c_v = params[8:14]
-        widths = [w.shape[0] for w in firsts]  # (H_w1, H_wf, H_v, E)
-        k = sum(widths[:3])
-        s = s.contiguous()
-        pre = linear(s, torch.cat(firsts), torch.cat(first_biases))  # (M, Σ widths)
-        h = torch.relu(pre[:, :k])  # (M, H_w1 + H_wf + H_v)
-        h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-        w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)
-        wf = linear(h_wf, w_wf, c_wf)  # (M, E)
-        v = linear(h_v, w_v, c_v)  # (M, 1)
-        y, a = mix(q, w1, pre[:, k:], wf, v, save=True)
-        ctx.save_for_backward(q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v)
-        ctx.widths = widths
+        y, saved = forward_saving(q, s, params)
+        ctx.save_for_backward(*saved)
         return y
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
-        q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v = ctx.saved_tensors
-        widths = ctx.widths
-        lib = kernels()
-        assert lib is not None, "the C kernels were loaded for the forward pass"
-        m, n = q.shape
-        e = a.shape[1]
-        k = sum(widths[:3])
-        gy = gy.contiguous()
-        d_pre = torch.empty(m, k + e)  # ∂L/∂(s W_c^T + b_c)
-        d_w1, d_wf, d_q = torch.empty(m, n * e), torch.empty(m, e), torch.empty(m, n)
-        lib.qmix_mix_bwd(gy.data_ptr(), q.data_ptr(), w1.data_ptr(), _rows(w1), wf.data_ptr(),
-                         _rows(wf), a.data_ptr(), d_w1.data_ptr(), d_pre[:, k:].data_ptr(),
-                         k + e, d_wf.data_ptr(), d_q.data_ptr(), m, n, e)  # fmt: skip
-        d_v = gy.view(m, 1)
-        d_h = torch.empty(m, k)  # ∂L/∂h: the second layers' input gradients, side by side
-        d_h_w1, d_h_wf, d_h_v = d_h.split(widths[:3], dim=1)
-        matmul(d_w1, w_w1, out=d_h_w1)
-        matmul(d_wf, w_wf, out=d_h_wf)
-        matmul(d_v, w_v, out=d_h_v)
-        lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
-        h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-        g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)
-        assert b_first is not None
-        grad_first, grad_first_b = g_first.split(widths), b_first.split(widths)  # per layer
-        grads_second = (*weight_grad(d_w1, h_w1, bias=True), *weight_grad(d_wf, h_wf, bias=True),
-                        *weight_grad(d_v, h_v, bias=True))  # fmt: skip
-        grad_q = d_q if ctx.needs_input_grad[0] else None
-        return (grad_q, None, *grad_first, *grad_first_b, *grads_second)
+        grad_q, grads = backward(ctx.saved_tensors, gy, need_q=ctx.needs_input_grad[0])
+        return (grad_q, None, *grads)
+
+
+def forward_saving(q: Tensor, s: Tensor,
+                   params: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Q_tot (M,) for q (M, N) and states s (M, S), with the parameters in
+    :class:`NativeQMix`'s order, and what :func:`backward` needs (without autograd)."""
+    firsts, first_biases = params[0:4], params[4:8]
+    w_w1, c_w1, w_wf, c_wf, w_v, c_v = params[8:14]
+    widths = [w.shape[0] for w in firsts]  # (H_w1, H_wf, H_v, E)
+    k = sum(widths[:3])
+    s = s.contiguous()
+    pre = linear(s, torch.cat(firsts), torch.cat(first_biases))  # (M, Σ widths)
+    h = torch.relu(pre[:, :k])  # (M, H_w1 + H_wf + H_v)
+    h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
+    w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)
+    wf = linear(h_wf, w_wf, c_wf)  # (M, E)
+    v = linear(h_v, w_v, c_v)  # (M, 1)
+    y, a = mix(q, w1, pre[:, k:], wf, v, save=True)
+    assert a is not None
+    return y, (q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v)
+
+
+def backward(saved: tuple[Tensor, ...], gy: Tensor,
+             need_q: bool = True) -> tuple[Tensor | None, tuple[Tensor, ...]]:
+    """(∂L/∂q or None, the parameters' gradients in :class:`NativeQMix`'s order) from
+    ∂L/∂Q_tot (M,) and :func:`forward_saving`'s ``saved``."""
+    q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v = saved
+    lib = kernels()
+    assert lib is not None, "the C kernels were loaded for the forward pass"
+    m, n = q.shape
+    e = a.shape[1]
+    k = pre.shape[1] - e
+    widths = [w_w1.shape[1], w_wf.shape[1], w_v.shape[1], e]  # the hidden widths, then E
+    gy = gy.contiguous()
+    d_pre = torch.empty(m, k + e)  # ∂L/∂(s W_c^T + b_c)
+    d_w1, d_wf, d_q = torch.empty(m, n * e), torch.empty(m, e), torch.empty(m, n)
+    lib.qmix_mix_bwd(gy.data_ptr(), q.data_ptr(), w1.data_ptr(), _rows(w1), wf.data_ptr(),
+                     _rows(wf), a.data_ptr(), d_w1.data_ptr(), d_pre[:, k:].data_ptr(),
+                     k + e, d_wf.data_ptr(), d_q.data_ptr(), m, n, e)  # fmt: skip
+    d_v = gy.view(m, 1)
+    d_h = torch.empty(m, k)  # ∂L/∂h: the second layers' input gradients, side by side
+    d_h_w1, d_h_wf, d_h_v = d_h.split(widths[:3], dim=1)
+    matmul(d_w1, w_w1, out=d_h_w1)
+    matmul(d_wf, w_wf, out=d_h_wf)
+    matmul(d_v, w_v, out=d_h_v)
+    lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
+    h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
+    g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)
+    assert b_first is not None
+    grad_first, grad_first_b = g_first.split(widths), b_first.split(widths)  # per layer
+    grads_second = (*weight_grad(d_w1, h_w1, bias=True), *weight_grad(d_wf, h_wf, bias=True),
+                    *weight_grad(d_v, h_v, bias=True))  # fmt: skip
+    grads = (*grad_first, *grad_first_b, *grads_second)
+    return (d_q if need_q else None), grads  # type: ignore[return-value]

@@ -26,8 +26,8 @@ Prints, for ``mpe/spread-v0`` (n_envs 8, batch 32, one update per collected epis
 * the same figures for the current code with glibc's default ``malloc`` thresholds (without
   :func:`kaleibench.utils.memory.keep_freed_memory`, which every training run calls), and
   where the current update's time goes under torch's profiler: torch's and oneDNN's matrix
-  products, and the hand-written autograd nodes (whose C products it cannot see one by one;
-  the target networks' pass runs outside any node).
+  products, and all of torch's operators (the rest is kaleibench's C kernels, which the
+  profiler does not see, and Python).
 
 Every figure is taken in the CPU time (``time.process_time``) of a single-threaded subprocess.
 The versions run as persistent workers asked in turn (old, new, no-C, old, new, ...), so that
@@ -83,8 +83,7 @@ for _ in range(5):
     algo.update(1000)
 print("ready", flush=True)
 MATMULS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "mkldnn::_linear_pointwise")
-NODES = ("NativeGru", "NativeQMix", "DenseRows", "GruAgentSequence", "_MaskedTdLoss",
-         "_TakenActionValues")
+TORCH_OPS = ("aten::", "mkldnn::")
 ROWS = 32 * 26 * 3  # the update's main product: (B·(T+1)·N, 64) x (64, 192)
 main_a, main_w = torch.randn(ROWS, 64), torch.randn(64, 192)
 products = [lambda: main_a @ main_w]  # torch.mm; then oneDNN's and the C tiles' where present
@@ -131,14 +130,13 @@ def update(reuse):
 for line in sys.stdin:  # "update K": CPU-ms per update (target pass computed), "cached K": the
     cmd, arg = line.split()  # same with every target pass reused; "train S": env-steps per
     start = time.process_time()  # CPU-second; "hits 0": mean reuse rate in "train" so far;
-    if cmd in ("profile", "nodes"):  # "profile K": CPU-ms per update spent in torch's and
-        from torch.profiler import profile  # oneDNN's matrix products; "nodes K": in the
-        with profile() as prof:  # hand-written autograd nodes (their C products and element-wise
-            for _ in range(int(arg)):  # work, which the profiler does not see one by one)
+    if cmd in ("profile", "torchops"):  # "profile K": CPU-ms per update spent in torch's and
+        from torch.profiler import profile  # oneDNN's matrix products; "torchops K": in all of
+        with profile() as prof:  # torch's operators (the profiler does not see the C kernels)
+            for _ in range(int(arg)):
                 update(False)
-        keys = MATMULS if cmd == "profile" else None
         spent = sum(e.self_cpu_time_total for e in prof.key_averages()
-                    if (e.key in MATMULS if keys else e.key.startswith(NODES)))
+                    if (e.key in MATMULS if cmd == "profile" else e.key.startswith(TORCH_OPS)))
         out = spent / 1e3 / int(arg)
     elif cmd in ("update", "cached"):
         for _ in range(int(arg)):
@@ -313,7 +311,7 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
             rates = _alternate(roots, "qmix", f"train {CPU_SECONDS / 3}", 3 * ROUNDS, "hits 0")
             m["hits"] = rates["new then"]
             m["matmul ms"] = _alternate({"new": roots["new"]}, "qmix", "profile 10", 3)["new"]
-            m["nodes ms"] = _alternate({"new": roots["new"]}, "qmix", "nodes 10", 3)["new"]
+            m["torch ms"] = _alternate({"new": roots["new"]}, "qmix", "torchops 10", 3)["new"]
             for tag in roots:
                 m[f"{tag} train"] = rates[tag]
             m["floor rate"] = m.pop("floor rate qmix")
@@ -350,13 +348,11 @@ def test_qmix_speed_new_vs_old(benchmark: Any) -> None:
         f"{m['new cached']:.2f} ms = {m['cached ÷ floor']:.2f}x its own floor "
         f"({reused_ms:.2f} ms, measured the same way), with none {m['new qmix']:.2f} ms")
     RATIO_LINES.append(
-        f"where the new update's time goes (torch profiler, 10 updates, self times): torch's and "
-        f"oneDNN's matrix products {m['matmul ms']:.2f} ms; the hand-written autograd nodes "
-        f"(the agent's unroll, the mixer, the TD loss's nodes: their C products and element-wise "
-        f"work) {m['nodes ms']:.2f} ms; of the unprofiled {m['new qmix']:.2f} ms that leaves "
-        f"{m['new qmix'] - m['matmul ms'] - m['nodes ms']:.2f} ms for everything else (the "
-        f"target networks' pass, plain C calls outside any node; sampling, loss, optimiser, "
-        f"Python)")
+        f"where the new update's time goes (torch profiler, 10 updates, self times, which the "
+        f"profiler inflates): torch's and oneDNN's matrix products {m['matmul ms']:.2f} ms; all "
+        f"of torch's operators {m['torch ms']:.2f} ms; of the unprofiled {m['new qmix']:.2f} ms "
+        f"that leaves {m['new qmix'] - m['torch ms']:.2f} ms for kaleibench's C kernels (all "
+        f"products, the GRU's gates, the mixing) and Python")
     RATIO_LINES.append(
         f"the C kernels (KALEIBENCH_NATIVE=0 forces the torch paths): training new "
         f"{m['new train']:.0f} / no-C {m['no-C train']:.0f} = "

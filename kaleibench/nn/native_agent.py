@@ -8,7 +8,9 @@ fc1's and fc2's products through :mod:`kaleibench.nn.products`, the recurrence a
 through the C kernels of ``gru_kernels.c``. One node instead of three spares two autograd nodes
 per update, their saved-tensor bookkeeping and views, and the copy of the GRU's output gradient
 (fc2's input gradient arrives here as a fresh tensor the BPTT may overwrite). Without a gradient
-(the target network's pass) the same calls run without any node.
+(the target network's pass) the same calls run without any node. :func:`forward_saving` and
+:func:`backward` are the node's two halves as plain functions: the QMIX learner's update calls
+them directly, without autograd (:meth:`kaleibench.algos.qmix.Qmix.td_loss_and_gradients`).
 """
 
 from __future__ import annotations

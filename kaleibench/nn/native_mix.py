@@ -12,7 +12,9 @@ ReLUs, |·|, ELU, broadcast products and sums, splits, concatenations), each wit
 book-keeping. Here the forward pass is four products and one C call, and the backward pass is
 written out: one C call for the mixing (∂L/∂w1, ∂L/∂b1, ∂L/∂wf, ∂L/∂q), the products of the
 chain rule, one C call for the ReLUs' mask, and the weight gradients as one product per layer.
-The state gets no gradient (it is data).
+The state gets no gradient (it is data). :func:`forward_saving` and :func:`backward` are the
+node's two halves as plain functions, which the QMIX learner's update also calls directly,
+without autograd.
 """
 
 from __future__ import annotations

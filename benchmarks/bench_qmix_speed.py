@@ -56,7 +56,21 @@ CPU_SECONDS = float(os.environ.get("KALEIBENCH_BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("KALEIBENCH_BENCH_ROUNDS", "2"))
 """Alternating old/new repeats; medians are reported."""
 
-WORKER = r"""
+RATE = r"""
+def rate(product, rows, reps, calls):  # FLOP/s of the main product: median of reps x calls
+    import time
+    product()
+    rates = []
+    for _ in range(reps):
+        start = time.process_time()
+        for _ in range(calls):
+            product()
+        rates.append(2 * rows * 64 * 192 * calls / (time.process_time() - start))
+    return sorted(rates)[reps // 2]
+"""
+"""The rate measurement shared by :data:`WORKER` and :data:`PROBE`."""
+
+WORKER = RATE + r"""
 import json, sys, time
 from kaleibench.utils.threads import use_one_thread
 use_one_thread()
@@ -104,17 +118,7 @@ except ImportError:
 
 
 def floor_rate():  # FLOP/s of the main product, the fastest path (median of 5 x 20 calls)
-    best = 0.0
-    for product in products:
-        product()
-        rates = []
-        for _ in range(5):
-            start = time.process_time()
-            for _ in range(20):
-                product()
-            rates.append(2 * ROWS * 64 * 192 * 20 / (time.process_time() - start))
-        best = max(best, sorted(rates)[2])
-    return best
+    return max(rate(product, ROWS, 5, 20) for product in products)
 
 
 cache = getattr(algo, "target_cache", None)  # reused target Q-values (absent in old code)
@@ -158,7 +162,7 @@ for line in sys.stdin:  # "update K": CPU-ms per update (target pass computed), 
     print(json.dumps(out), flush=True)
 """
 
-PROBE = r"""
+PROBE = RATE + r"""
 import json, sys, time, importlib
 from kaleibench.utils.threads import use_one_thread
 use_one_thread()
@@ -167,29 +171,16 @@ import torch
 seconds = float(sys.argv[1])
 rows = 32 * 26 * 3  # the update's main product: (B·(T+1)·N, 64) x (64, 192)
 a, w = torch.randn(rows, 64), torch.randn(64, 192)
-
-
-def rate(product):
-    product()
-    rates = []
-    for _ in range(7):
-        start = time.process_time()
-        for _ in range(50):
-            product()
-        rates.append(2 * rows * 64 * 192 * 50 / (time.process_time() - start))
-    return sorted(rates)[3]
-
-
-mm_rate = rate(lambda: a @ w)
+mm_rate = rate(lambda: a @ w, rows, 7, 50)
 try:  # the learner's products go through oneDNN where it runs (kaleibench.nn.products)
     from kaleibench.nn.products import linear, onednn
     w_t = w.t().contiguous()
-    onednn_rate = rate(lambda: linear(a, w_t)) if onednn() else 0.0
+    onednn_rate = rate(lambda: linear(a, w_t), rows, 7, 50) if onednn() else 0.0
 except ImportError:  # older code
     onednn_rate = 0.0
 try:  # and through the C tiles of fma_gemm.h (kaleibench.nn.products.matmul)
     from kaleibench.nn.products import _kernels, matmul
-    c_rate = rate(lambda: matmul(a, w)) if _kernels() is not None else 0.0
+    c_rate = rate(lambda: matmul(a, w), rows, 7, 50) if _kernels() is not None else 0.0
 except ImportError:
     c_rate = 0.0
 env = importlib.import_module("mpe2.simple_spread_v3").parallel_env(

@@ -15,7 +15,6 @@ torch operations, which give the same values.
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,17 @@ from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("td_kernels.c"))
 
-_P, _I64 = ctypes.c_void_p, ctypes.c_int64
-_DECLARED: dict[int, Any] = {}
+_P, _I64 = native.P, native.I64
+SIGNATURES: native.Signatures = {
+    "double_q_select": ([_P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _I64,
+                         _I64], None),
+    "td_stats": ([_P, _P, _P, _P, _P, _I64, _I64, _P], None),
+}
 
 
 def kernels() -> Any | None:
     """The loaded C library with its argument types declared, or None."""
-    lib = native.load(SOURCE)
-    if lib is not None and id(lib) not in _DECLARED:
-        lib.double_q_select.argtypes = [_P, _I64, _I64, _P, _I64, _I64, _P, _I64, _I64, _P,
-                                        _I64, _I64, _I64, _I64]  # fmt: skip
-        lib.double_q_select.restype = None
-        lib.td_stats.argtypes = [_P, _P, _P, _P, _P, _I64, _I64, _P]
-        lib.td_stats.restype = None
-        _DECLARED[id(lib)] = lib
-    return lib
+    return native.load_declared(SOURCE, SIGNATURES)
 
 
 def _inner_contiguous(a: Tensor) -> bool:

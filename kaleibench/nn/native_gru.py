@@ -27,7 +27,6 @@ Autograd sees one node (:class:`NativeGruSequence`); the backward pass is BPTT:
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 from typing import Any
 
@@ -39,23 +38,18 @@ from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
 
-_P, _I64 = ctypes.c_void_p, ctypes.c_int64
-_DECLARED: dict[int, Any] = {}  # libraries whose argument types are declared, by id
+_P, _I64, _INT = native.P, native.I64, native.INT
+SIGNATURES: native.Signatures = {
+    "gru_fwd_step": ([_P] * 10 + [_I64, _I64, _INT], None),
+    "gru_fwd_seq_in": ([_P, _I64, *([_P] * 11), _I64, _I64, _I64, _INT], None),
+    "gru_bwd_seq": ([_P] * 9 + [_I64, _I64, _I64], None),
+}
 
 
 def kernels() -> Any | None:
     """The loaded C library with its argument types declared, or None (see
     :func:`kaleibench.utils.native.load`)."""
-    lib = native.load(SOURCE)
-    if lib is not None and id(lib) not in _DECLARED:
-        lib.gru_fwd_step.argtypes = [_P] * 10 + [_I64, _I64, ctypes.c_int]
-        lib.gru_fwd_step.restype = None
-        lib.gru_fwd_seq_in.argtypes = [_P, _I64, *([_P] * 11), _I64, _I64, _I64, ctypes.c_int]
-        lib.gru_fwd_seq_in.restype = None
-        lib.gru_bwd_seq.argtypes = [_P] * 9 + [_I64, _I64, _I64]
-        lib.gru_bwd_seq.restype = None
-        _DECLARED[id(lib)] = lib  # holding the library keeps its id from being reused
-    return lib
+    return native.load_declared(SOURCE, SIGNATURES)
 
 
 def available() -> bool:

@@ -19,7 +19,6 @@ without autograd.
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +30,22 @@ from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
 
-_P, _I64 = ctypes.c_void_p, ctypes.c_int64
-_DECLARED: dict[int, Any] = {}
+_P, _I64 = native.P, native.I64
 MAX_EMBED = 1024
 """Largest mixing width E the kernels take (their per-row scratch arrays)."""
+SIGNATURES: native.Signatures = {
+    "qmix_mix_fwd": ([_P, _P, _I64, _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64, _I64, _I64],
+                     None),
+    "qmix_mix_bwd": ([_P, _P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, _I64, _I64, _I64],
+                     None),
+    "relu_grad": ([_P, _I64, _P, _I64, _P, _I64, _I64, _I64], None),
+}
 
 
 def kernels() -> Any | None:
     """The loaded C library with its argument types declared, or None (see
     :func:`kaleibench.utils.native.load`)."""
-    lib = native.load(SOURCE)
-    if lib is not None and id(lib) not in _DECLARED:
-        lib.qmix_mix_fwd.argtypes = [_P, _P, _I64, _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
-                                     _I64, _I64]  # fmt: skip
-        lib.qmix_mix_fwd.restype = None
-        lib.qmix_mix_bwd.argtypes = [_P, _P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, _I64,
-                                     _I64, _I64]  # fmt: skip
-        lib.qmix_mix_bwd.restype = None
-        lib.relu_grad.argtypes = [_P, _I64, _P, _I64, _P, _I64, _I64, _I64]
-        lib.relu_grad.restype = None
-        _DECLARED[id(lib)] = lib
-    return lib
+    return native.load_declared(SOURCE, SIGNATURES)
 
 
 def available(embed_dim: int) -> bool:

@@ -26,7 +26,6 @@ learner's hand-written autograd nodes.
 
 from __future__ import annotations
 
-import ctypes
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -90,16 +89,16 @@ def _check_out(out: Tensor, rows: int, cols: int) -> None:
                          f"{out.dtype} {tuple(out.shape)}")  # fmt: skip
 
 
+_P, _I64, _INT = native.P, native.I64, native.INT
+SIGNATURES: native.Signatures = {
+    "wgrad": ([_P, _I64, _P, _I64, _P, _P, _I64, _I64, _I64, _INT], _INT),
+    "gemm": ([_P, _I64, _P, _I64, _P, _P, _I64, _I64, _I64, _I64], None),
+}
+
+
 def _kernels() -> Any | None:
     """The loaded ``product_kernels.c`` with its argument types declared, or None."""
-    lib = native.load(KERNELS_SOURCE)
-    if lib is not None and lib.wgrad.argtypes is None:
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.wgrad.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, ctypes.c_int]
-        lib.wgrad.restype = ctypes.c_int
-        lib.gemm.argtypes = [p, i64, p, i64, p, p, i64, i64, i64, i64]
-        lib.gemm.restype = None
-    return lib
+    return native.load_declared(KERNELS_SOURCE, SIGNATURES)
 
 
 def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:

@@ -155,6 +155,26 @@ def load(source_path: str) -> ctypes.CDLL | None:
     return lib
 
 
+P, I64, INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+"""ctypes argument types of the kernels: pointer, int64_t, int."""
+Signatures = dict[str, tuple[list[Any], Any]]
+"""Function name -> (argument types, return type or None for void)."""
+_DECLARED: dict[int, ctypes.CDLL] = {}  # libraries whose functions are declared, by id
+
+
+def load_declared(source_path: str, signatures: Signatures) -> ctypes.CDLL | None:
+    """:func:`load`, with the argument and return types of the functions in ``signatures``
+    declared once per loaded library (ctypes then converts and checks every call's
+    arguments)."""
+    lib = load(source_path)
+    if lib is not None and id(lib) not in _DECLARED:
+        for name, (argtypes, restype) in signatures.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = argtypes, restype
+        _DECLARED[id(lib)] = lib  # holding the library keeps its id from being reused
+    return lib
+
+
 def unavailable_reason(source_name: str) -> str | None:
     """Why the library of ``source_name`` (e.g. ``gru_kernels.c``) was not loaded, if tried."""
     return _UNAVAILABLE.get(source_name)

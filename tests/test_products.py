@@ -146,3 +146,24 @@ def test_without_the_kernels_torch_computes_weight_grads_and_the_fingerprint_say
     without = numerics_fingerprint()
     assert without["native"]["product_kernels.c"] == "unavailable"
     assert without["hash"] != with_it["hash"]
+
+
+def test_transposed_is_the_transpose_side_by_side() -> None:
+    gen = torch.Generator().manual_seed(9)
+    for shapes in ([(192, 64)], [(5, 64)], [(17, 33)], [(64, 54), (64, 54), (32, 54), (32, 54)]):
+        ws = [torch.randn(*s, generator=gen) for s in shapes]
+        assert torch.equal(products.transposed(*ws), torch.cat([w.t() for w in ws], dim=1))
+    wide = torch.randn(40, 70, generator=gen)
+    view = wide[3:20, 5:50]  # rows 70 floats apart
+    assert torch.equal(products.transposed(view), view.t().contiguous())
+    with pytest.raises(ValueError, match="one input width"):
+        products.transposed(torch.randn(4, 3), torch.randn(4, 5))
+
+
+def test_linear_stacked_equals_linear_of_the_concatenation() -> None:
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(800, 54, generator=gen)
+    ws = [torch.randn(n, 54, generator=gen) for n in (64, 64, 32, 32)]
+    bs = [torch.randn(n, generator=gen) for n in (64, 64, 32, 32)]
+    assert torch.equal(products.linear_stacked(x, ws, bs),
+                       products.linear(x, torch.cat(ws), torch.cat(bs)))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kaleibench.nn import native_mix
-from kaleibench.nn.products import linear
+from kaleibench.nn.products import linear, linear_stacked
 
 
 def _layer(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -139,7 +139,8 @@ class QMixer(nn.Module):
         first = self._first_layers()
         widths = [w.shape[0] for w in first[:4]]
         k = sum(widths[:3])
-        pre = _layer(s, torch.cat(first[:4]), torch.cat(first[4:]))  # (M, Σ widths)
+        pre = (torch.addmm(torch.cat(first[4:]), s, torch.cat(first[:4]).t())
+               if torch.is_grad_enabled() else linear_stacked(s, first[:4], first[4:]))
         h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
         return h_w1, h_wf, h_v, pre[:, k:]
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import matmul, weight_grad
+from kaleibench.nn.products import matmul, transposed, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("gru_kernels.c"))
@@ -72,8 +72,7 @@ def _forward(lib: Any, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh
     hs[0].zero_()
     gates = torch.empty(4, t_len, m, h) if save else None
     b_ih, b_hh = b_ih.detach().contiguous(), b_hh.detach().contiguous()
-    w_t = w_hh.detach().t().contiguous()  # (H, 3H)
-    wi_t = w_ih.detach().t().contiguous()  # (I, 3H)
+    w_t, wi_t = transposed(w_hh), transposed(w_ih)  # (H, 3H), (I, 3H)
     work = torch.empty(2, m, 3 * h)  # one step's W_ih x_t and W_hh h_{t-1}
     saved = (None,) * 4 if gates is None else tuple(gates[k].data_ptr() for k in range(4))
     lib.gru_fwd_seq_in(x.data_ptr(), i, wi_t.data_ptr(), work[0].data_ptr(), w_t.data_ptr(),

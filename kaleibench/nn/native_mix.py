@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import linear, matmul, weight_grad
+from kaleibench.nn.products import linear, linear_stacked, matmul, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -107,7 +107,7 @@ def forward_saving(q: Tensor, s: Tensor,
     widths = [w.shape[0] for w in firsts]  # (H_w1, H_wf, H_v, E)
     k = sum(widths[:3])
     s = s.contiguous()
-    pre = linear(s, torch.cat(firsts), torch.cat(first_biases))  # (M, Σ widths)
+    pre = linear_stacked(s, firsts, first_biases)  # (M, Σ widths)
     h = torch.relu(pre[:, :k])  # (M, H_w1 + H_wf + H_v)
     h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
     w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)

@@ -362,8 +362,9 @@ class Qmix:
         """Whether :meth:`td_loss_and_gradients` can compute this learner's update: the plain
         GRU agent, QMIX's mixer and their C kernels, no regulariser."""
         return (self.regulariser is None and type(self.agent) is GruAgent
-                and native_agent.available() and self.mixer._native()
-                and self.agent.fc1.weight.dtype == torch.float32)
+                and native_agent.available() and native_mix.available(self.mixer.embed_dim)
+                and self.agent.fc1.weight.dtype == torch.float32
+                and self.mixer.hyper_b1.weight.dtype == torch.float32)
 
     def td_loss_and_gradients(self, batch: EpisodeBatch
                               ) -> tuple[float, dict[str, float], list[tuple[torch.Tensor,
@@ -385,7 +386,7 @@ class Qmix:
             inputs.view(t * b * n, i), w1, b1, w_ih, w_hh, b_ih, b_hh, w2, b2, t)
         q = q_rows.view(t, b, n, -1).transpose(0, 1)  # (B, T+1, N, A)
         actions = batch["actions"]
-        q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # (B, T, N)
+        q_taken = taken_action_values(q, actions)  # (B, T, N); no autograd here: a gather
         y = self.td_target(batch, data, q)
         mixer_params = self.mixer.node_parameters()
         state = data["state"][:, :-1]  # (B, T, S)

@@ -155,8 +155,7 @@ def masked_td_loss(q_tot: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
             and q_tot.shape == targets.shape == mask.shape):
         loss: torch.Tensor = _MaskedTdLoss.apply(q_tot, targets, mask)
         return loss
-    td_error = (q_tot - targets) * mask  # (B, T)
-    return (td_error**2).sum() / mask.sum().clamp_min(1.0)
+    return _masked_td_parts(q_tot, targets, mask)[0]
 
 
 class _MaskedTdLoss(torch.autograd.Function):
@@ -175,7 +174,7 @@ class _MaskedTdLoss(torch.autograd.Function):
 
 def _masked_td_parts(q_tot: torch.Tensor, targets: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(L_TD, the masked TD errors, n = max(Σ mask, 1)), by :func:`masked_td_loss`'s formula."""
+    """(L_TD = Σ ((Q_tot − y) · mask)² / n, the masked TD errors, n = max(Σ mask, 1))."""
     td_error = (q_tot - targets) * mask
     n = mask.sum().clamp_min(1.0)
     return (td_error**2).sum() / n, td_error, n

@@ -139,8 +139,8 @@ class QMixer(nn.Module):
         first = self._first_layers()
         widths = [w.shape[0] for w in first[:4]]
         k = sum(widths[:3])
-        pre = (torch.addmm(torch.cat(first[4:]), s, torch.cat(first[:4]).t())
-               if torch.is_grad_enabled() else linear_stacked(s, first[:4], first[4:]))
+        pre = (_layer(s, torch.cat(first[:4]), torch.cat(first[4:])) if torch.is_grad_enabled()
+               else linear_stacked(s, first[:4], first[4:]))  # (M, Σ widths)
         h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
         return h_w1, h_wf, h_v, pre[:, k:]
 

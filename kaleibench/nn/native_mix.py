@@ -144,9 +144,8 @@ def backward(saved: tuple[Tensor, ...], gy: Tensor,
     lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
     h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
     g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)
-    assert b_first is not None
-    grad_first, grad_first_b = g_first.split(widths), b_first.split(widths)  # per layer
-    grads_second = (*weight_grad(d_w1, h_w1, bias=True), *weight_grad(d_wf, h_wf, bias=True),
-                    *weight_grad(d_v, h_v, bias=True))  # fmt: skip
-    grads = (*grad_first, *grad_first_b, *grads_second)
-    return (d_q if need_q else None), grads  # type: ignore[return-value]
+    seconds = [weight_grad(d, x, bias=True) for d, x in ((d_w1, h_w1), (d_wf, h_wf), (d_v, h_v))]
+    assert b_first is not None and all(b is not None for _, b in seconds)
+    grads: tuple[Tensor, ...] = (*g_first.split(widths), *b_first.split(widths),  # per layer
+                                 *(t for pair in seconds for t in pair if t is not None))
+    return (d_q if need_q else None), grads

@@ -123,8 +123,8 @@ def transposed(*ws: Tensor) -> Tensor:
         if w.shape[1] != k:
             raise ValueError(f"transposed needs weights of one input width, got {w.shape[1]} "
                              f"and {k}")
-        lib.transpose(w.data_ptr(), w.shape[0], k, w.stride(0), out.data_ptr() + 4 * col,
-                      n_total)  # fmt: skip
+        lib.transpose(w.data_ptr(), w.shape[0], k, w.stride(0),
+                      out.data_ptr() + out.element_size() * col, n_total)  # column block
         col += w.shape[0]
     return out
 

@@ -51,3 +51,31 @@ def test_adam_step_equals_adam_step(fused: bool) -> None:
         assert torch.equal(p, q)
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p][key], ref.state[q][key])
+
+
+def test_adam_step_counts_in_one_tensor_and_survives_a_state_reload() -> None:
+    """The step counters become views of one tensor (one add per step); a state dict loaded
+    mid-run (new counter tensors) is picked up, and the run stays bit for bit torch's."""
+    net = nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 3))
+    twin = copy.deepcopy(net)
+    opt = torch.optim.Adam(net.parameters(), lr=5e-4, fused=True)
+    ref = torch.optim.Adam(twin.parameters(), lr=5e-4, fused=True)
+    gen = torch.Generator().manual_seed(2)
+    for i in range(6):
+        if i == 3:  # a resumed run: the optimiser's state replaced by a loaded copy
+            opt.load_state_dict(copy.deepcopy(ref.state_dict()))
+        x = torch.randn(16, 7, generator=gen)
+        for model, optimiser, step in ((net, opt, adam_step), (twin, ref, None)):
+            optimiser.zero_grad(set_to_none=True)
+            model(x).pow(2).mean().backward()
+            if step is None:
+                optimiser.step()
+            else:
+                step(optimiser)
+    counters = [opt.state[p]["step"] for p in net.parameters()]
+    assert len({c.untyped_storage().data_ptr() for c in counters}) == 1  # one tensor's views
+    assert [float(c) for c in counters] == [6.0] * 4
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], ref.state[q][key])

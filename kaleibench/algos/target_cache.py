@@ -70,12 +70,14 @@ class TargetQCache:
         hit = self.ids.index_select(0, slots) == ids  # (B,)
         n_hit = int(hit.sum())
         self.last_hit_rate = n_hit / len(slots)
+        if n_hit == 0:  # nothing to gather: the fresh values are the answer
+            fresh = compute(torch.arange(len(slots)))
+            self.put(slots, ids, fresh)
+            return tuple(fresh)
         if n_hit < len(slots):
             rows = (~hit).nonzero().squeeze(1)  # (misses,)
             fresh = compute(rows)  # each (misses, ...)
             self.put(slots[rows], ids[rows], fresh)
-            if n_hit == 0:  # nothing to gather: the fresh values are the answer
-                return tuple(fresh)
         assert self.values is not None
         return tuple(store.index_select(0, slots) for store in self.values)
 

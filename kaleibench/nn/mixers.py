@@ -141,7 +141,8 @@ class QMixer(nn.Module):
         k = sum(widths[:3])
         pre = (_layer(s, torch.cat(first[:4]), torch.cat(first[4:])) if torch.is_grad_enabled()
                else linear_stacked(s, first[:4], first[4:]))  # (M, Σ widths)
-        h_w1, h_wf, h_v = torch.relu(pre[:, :k]).split(widths[:3], dim=1)
+        hidden = torch.relu(pre[:, :k]) if torch.is_grad_enabled() else pre[:, :k].clamp_min_(0.0)
+        h_w1, h_wf, h_v = hidden.split(widths[:3], dim=1)
         return h_w1, h_wf, h_v, pre[:, k:]
 
     @staticmethod

@@ -108,7 +108,8 @@ def forward_saving(q: Tensor, s: Tensor,
     k = sum(widths[:3])
     s = s.contiguous()
     pre = linear_stacked(s, firsts, first_biases)  # (M, Σ widths)
-    h = torch.relu(pre[:, :k])  # (M, H_w1 + H_wf + H_v)
+    h = pre[:, :k].clamp_min_(0.0)  # (M, H_w1 + H_wf + H_v): the ReLUs in place (the
+    # backward pass's mask pre > 0 is the same after them)
     h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
     w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)
     wf = linear(h_wf, w_wf, c_wf)  # (M, E)

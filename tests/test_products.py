@@ -128,6 +128,24 @@ def test_weight_grad_orientations_and_loops_give_the_same_floats(
     assert torch.equal(products.weight_grad(d, x[:, perm_k], orient=1)[0], g0[:, perm_k])
 
 
+@pytest.mark.parametrize("shape", [(300, 192, 64), (129, 5, 7), (256, 33, 3)])
+def test_weight_grad_bias_is_the_two_level_running_sum(shape: tuple[int, int, int]) -> None:
+    """b = Σ over chunks of 128 rows (in order) of each chunk's running sum in row order, in
+    float32: bit for bit, whichever orientation computes G."""
+    r, n, k = shape
+    gen = torch.Generator().manual_seed(r)
+    d, x = torch.randn(r, n + 2, generator=gen)[:, 1:1 + n], torch.randn(r, k, generator=gen)
+    expected = torch.zeros(n)
+    for c in range(0, r, 128):
+        part = torch.zeros(n)
+        for row in d[c:c + 128]:
+            part = part + row
+        expected = expected + part
+    for orient in (0, 1):
+        b = products.weight_grad(d, x, bias=True, orient=orient)[1]
+        assert b is not None and torch.equal(b, expected)
+
+
 def test_weight_grad_refuses_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="weight_grad needs d"):
         products.weight_grad(torch.randn(5, 3), torch.randn(4, 2))

@@ -93,6 +93,41 @@ def test_target_mix_of_hyper_is_the_forward_pass_bit_for_bit() -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("absolute", [False, True])
+def test_hypernetworks_in_one_call_are_the_product_calls_bit_for_bit(absolute: bool) -> None:
+    """``native_mix.hypernetworks`` = linear_stacked, the ReLU (keeping -0.0), three ``linear``
+    calls and, for the target mixer's packed weights, |·| and the copy of b1: the same floats,
+    also from a strided state and into column slices of a packed array."""
+    from kaleibench.nn.products import linear, linear_stacked
+    mixer = QMixer(3, 54, embed_dim=32, hypernet_embed=64)  # spread's widths: masked tails
+    gen = torch.Generator().manual_seed(4)
+    s = torch.randn(97, 60, generator=gen)[:, 3:57]  # a column slice, rows 60 floats apart
+    s[0, :] = -0.0  # rows whose hidden pre-activations are exactly the biases
+    params = mixer.node_parameters()
+    with torch.no_grad():
+        pre_ref = linear_stacked(s.contiguous(), params[0:4], params[4:8])
+        pre_ref[:, :160].clamp_min_(0.0)
+        h = pre_ref[:, :160].split([64, 64, 32], dim=1)
+        outs = [linear(x, params[8 + 2 * i], params[9 + 2 * i]) for i, x in enumerate(h)]
+        pre, packed = torch.empty(97, 192), torch.full((97, 161), float("nan"))
+        if absolute:
+            native_mix.hypernetworks(s, params, pre, packed[:, :96], packed[:, 128:160],
+                                     packed[:, 160:], b1=packed[:, 96:128])
+            expected = torch.cat([outs[0].abs(), pre_ref[:, 160:], outs[1].abs(), outs[2]], 1)
+            assert torch.equal(packed, expected)
+        else:
+            w1, wf, v = torch.empty(97, 96), torch.empty(97, 32), torch.empty(97, 1)
+            native_mix.hypernetworks(s, params, pre, w1, wf, v)
+            for got, want in zip((w1, wf, v), outs, strict=True):
+                assert torch.equal(got, want)
+        assert torch.equal(pre, pre_ref)
+        assert torch.equal(torch.signbit(pre), torch.signbit(pre_ref))
+    with pytest.raises(ValueError, match="unexpected shape"):
+        native_mix.hypernetworks(s, params, pre[:, :100], packed[:, :96], packed[:, 128:160],
+                                 packed[:, 160:])
+
+
+@needs_kernels
 def test_elu_of_the_kernel_is_accurate_near_zero_and_far_out() -> None:
     """E = 1, w1 = 0, wf = 1, v = 0: Q_tot = ELU(b1), so the kernel's expm1 is seen directly
     (exp(a) − 1 would lose every digit for tiny |a|)."""

@@ -230,4 +230,19 @@ static void fma_gemm(const float* a, int64_t a_row, int64_t a_red, const float* 
 #endif
 }
 
+/* out (C, R) = aᵀ for a (R, C) with row stride lda; out's rows ldo floats apart (ldo >= R, so
+   several transposes can go side by side into one array). A copy, in 16 × 16 blocks so that
+   both sides stay in cache (torch's strided copy took 7.7 µs for 192 × 64). */
+static void fg_transpose(const float* restrict a, int64_t R, int64_t C, int64_t lda,
+                         float* restrict out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < R; r0 += 16) {
+    const int64_t r1 = r0 + 16 < R ? r0 + 16 : R;
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+      const int64_t c1 = c0 + 16 < C ? c0 + 16 : C;
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) out[c * ldo + r] = a[r * lda + c];
+    }
+  }
+}
+
 #endif

@@ -98,15 +98,15 @@ class QMixer(nn.Module):
         s = state.reshape(-1, state.shape[-1])
         if torch.is_grad_enabled() or not self._native(s):
             return torch.cat(self._weights(s), dim=1).view(*lead, -1)
-        # without a gradient: :meth:`_weights`'s products written into their packed columns
+        # without a gradient: :meth:`_weights`'s operations in one C call, written into their
+        # packed columns
         n_e, e = self.n_agents * self.embed_dim, self.embed_dim
-        packed = torch.empty(s.shape[0], self.n_weights)
-        h_w1, h_wf, h_v, b1 = self._hidden(s)
-        w_w1, c_w1, w_wf, c_wf, w_v, c_v = self._second_layers()
-        linear(h_w1, w_w1, c_w1, out=packed[:, :n_e]).abs_()
-        packed[:, n_e:n_e + e].copy_(b1)
-        linear(h_wf, w_wf, c_wf, out=packed[:, n_e + e:n_e + 2 * e]).abs_()
-        linear(h_v, w_v, c_v, out=packed[:, n_e + 2 * e:])
+        m = s.shape[0]
+        packed = torch.empty(m, self.n_weights)
+        pre = torch.empty(m, sum(layer.out_features for layer in self._state_layers))
+        native_mix.hypernetworks(s.contiguous(), self.node_parameters(), pre, packed[:, :n_e],
+                                 packed[:, n_e + e:n_e + 2 * e], packed[:, n_e + 2 * e:],
+                                 b1=packed[:, n_e:n_e + e])
         return packed.view(*lead, -1)
 
     def mix(self, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import linear, linear_stacked, matmul, weight_grad
+from kaleibench.nn.products import matmul, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -39,6 +39,8 @@ SIGNATURES: native.Signatures = {
     "qmix_mix_bwd": ([_P, _P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, _I64, _I64, _I64],
                      None),
     "relu_grad": ([_P, _I64, _P, _I64, _P, _I64, _I64, _I64], None),
+    "qmix_hyper": ([_P, _I64, _I64, _I64, *[_P] * 8, _I64, _I64, _I64, _I64, *[_P] * 6, _I64,
+                    _P, _I64, _P, _I64, _P, _I64, _P, _I64, _P, _I64, native.INT], native.INT),
 }
 
 
@@ -78,6 +80,43 @@ def mix(q: Tensor, w1: Tensor, b1: Tensor, wf: Tensor, v: Tensor, save: bool
     return y, a
 
 
+def hypernetworks(s: Tensor, params: tuple[Tensor, ...] | list[Tensor], pre: Tensor, w1: Tensor,
+                  wf: Tensor, v: Tensor, b1: Tensor | None = None) -> None:
+    """The hypernetworks of states s (M, S) in one C call (``qmix_hyper``), written into the
+    given 2-D float32 views (rows a fixed stride apart, columns adjacent):
+
+        pre (M, K + E) = s W_cᵀ + b_c with ReLU on its first K columns (h = pre[:, :K]),
+        w1 (M, N·E), wf (M, E), v (M, 1) = the second layers of h's three parts.
+
+    The operations of :func:`~kaleibench.nn.products.linear_stacked`, the ReLU and three
+    :func:`~kaleibench.nn.products.linear` calls, so the same floats. With ``b1`` (M, E) given,
+    w1 and wf are stored as their absolute values and b1 receives pre's last E columns: the
+    target mixer's packed weights. ``params`` in :class:`NativeQMix`'s order (contiguous)."""
+    lib = kernels()
+    assert lib is not None, "hypernetworks needs the C kernels (see native_mix.available)"
+    firsts, biases = params[0:4], params[4:8]
+    w_w1, c_w1, w_wf, c_wf, w_v, c_v = params[8:14]
+    h1, h2, h3, e = (w.shape[0] for w in firsts)
+    m, n_s = s.shape
+    if not (all(p.dtype == torch.float32 and p.is_contiguous() for p in params)
+            and all(w.shape[1] == n_s for w in firsts) and w_w1.shape[1] == h1
+            and w_wf.shape == (e, h2) and w_v.shape == (1, h3)
+            and pre.shape == (m, h1 + h2 + h3 + e)
+            and w1.shape == (m, w_w1.shape[0]) and wf.shape == (m, e) and v.shape == (m, 1)
+            and (b1 is None or b1.shape == (m, e))):
+        raise ValueError("hypernetworks: parameters or outputs of unexpected shape, dtype or "
+                         "layout")
+    status = lib.qmix_hyper(
+        s.data_ptr(), _rows(s), m, n_s, *(w.data_ptr() for w in firsts),
+        *(b.data_ptr() for b in biases), h1, h2, h3, e, w_w1.data_ptr(), c_w1.data_ptr(),
+        w_wf.data_ptr(), c_wf.data_ptr(), w_v.data_ptr(), c_v.data_ptr(), w_w1.shape[0],
+        pre.data_ptr(), _rows(pre), w1.data_ptr(), _rows(w1), wf.data_ptr(), _rows(wf),
+        v.data_ptr(), _rows(v), None if b1 is None else b1.data_ptr(),
+        0 if b1 is None else _rows(b1), int(b1 is not None))
+    if status != 0:
+        raise MemoryError("mix_kernels.c could not allocate the transposed weights")
+
+
 class NativeQMix(torch.autograd.Function):
     """One autograd node: (q (M, N), s (M, S), the hypernetworks' parameters) -> Q_tot (M,).
 
@@ -102,18 +141,15 @@ def forward_saving(q: Tensor, s: Tensor,
                    params: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Q_tot (M,) for q (M, N) and states s (M, S), with the parameters in
     :class:`NativeQMix`'s order, and what :func:`backward` needs (without autograd)."""
-    firsts, first_biases = params[0:4], params[4:8]
-    w_w1, c_w1, w_wf, c_wf, w_v, c_v = params[8:14]
-    widths = [w.shape[0] for w in firsts]  # (H_w1, H_wf, H_v, E)
-    k = sum(widths[:3])
+    w_w1, w_wf, w_v = params[8], params[10], params[12]
+    m, e = q.shape[0], params[3].shape[0]
+    k = sum(w.shape[0] for w in params[0:3])  # H_w1 + H_wf + H_v
     s = s.contiguous()
-    pre = linear_stacked(s, firsts, first_biases)  # (M, Σ widths)
-    h = pre[:, :k].clamp_min_(0.0)  # (M, H_w1 + H_wf + H_v): the ReLUs in place (the
-    # backward pass's mask pre > 0 is the same after them)
-    h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-    w1 = linear(h_w1, w_w1, c_w1)  # (M, N·E)
-    wf = linear(h_wf, w_wf, c_wf)  # (M, E)
-    v = linear(h_v, w_v, c_v)  # (M, 1)
+    pre = torch.empty(m, k + e)  # s W_cᵀ + b_c, ReLU on its first k columns
+    w1, wf, v = torch.empty(m, w_w1.shape[0]), torch.empty(m, e), torch.empty(m, 1)
+    hypernetworks(s, params, pre, w1, wf, v)
+    h = pre[:, :k]  # the hidden layers after their ReLUs (the backward pass's mask pre > 0
+    # is the same after them)
     y, a = mix(q, w1, pre[:, k:], wf, v, save=True)
     assert a is not None
     return y, (q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v)

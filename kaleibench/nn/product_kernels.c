@@ -35,20 +35,10 @@ void gemm(const float* a, int64_t lda, const float* b, int64_t ldb, const float*
   fma_gemm(a, lda, 1, b, ldb, c, ldc, bias, M, N, P, bias ? FG_ADD_BIAS : FG_STORE_SUM);
 }
 
-/* out (C, R) = aᵀ for a (R, C) with row stride lda; out's rows ldo floats apart (ldo >= R, so
-   several transposes can go side by side into one array). A copy, in 16 × 16 blocks so that
-   both sides stay in cache; the weights' transposes the tiles read as B (torch's strided copy
-   took 7.7 µs for 192 × 64). */
+/* out (C, R) = aᵀ (fg_transpose in fma_gemm.h): the weights' transposes the tiles read as B. */
 void transpose(const float* restrict a, int64_t R, int64_t C, int64_t lda, float* restrict out,
                int64_t ldo) {
-  for (int64_t r0 = 0; r0 < R; r0 += 16) {
-    const int64_t r1 = r0 + 16 < R ? r0 + 16 : R;
-    for (int64_t c0 = 0; c0 < C; c0 += 16) {
-      const int64_t c1 = c0 + 16 < C ? c0 + 16 : C;
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) out[c * ldo + r] = a[r * lda + c];
-    }
-  }
+  fg_transpose(a, R, C, lda, out, ldo);
 }
 
 /* Idle lanes in the masked last vector when a product is vectorised along n columns. */
@@ -96,7 +86,7 @@ int wgrad(const float* restrict d, int64_t ldd, const float* restrict x, int64_t
       fma_gemm(&one, 0, 0, dc, ldd, b, N, NULL, 1, N, rows, FG_ADD_TO_C);
   }
   if (gt) {
-    transpose(gt, K, N, N, g, K);
+    fg_transpose(gt, K, N, N, g, K);
     free(gt);
   }
   return 0;

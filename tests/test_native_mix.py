@@ -128,6 +128,42 @@ def test_hypernetworks_in_one_call_are_the_product_calls_bit_for_bit(absolute: b
 
 
 @needs_kernels
+def test_backward_in_one_call_is_the_product_calls_bit_for_bit() -> None:
+    """``native_mix.backward`` = the mixing step's C backward pass, the second layers' input
+    gradients (``matmul``), the ReLUs' mask and ``weight_grad`` per layer, called one by one."""
+    from kaleibench.nn.products import matmul, weight_grad
+    mixer = QMixer(3, 54, embed_dim=32, hypernet_embed=64)
+    gen = torch.Generator().manual_seed(6)
+    q, s, gy = (torch.randn(203, 3, generator=gen), torch.randn(203, 54, generator=gen),
+                torch.randn(203, generator=gen))
+    params = tuple(mixer.node_parameters())
+    with torch.no_grad():
+        _, saved = native_mix.forward_saving(q, s, params)
+        d_q, grads = native_mix.backward(saved, gy)
+        _, _, pre, w1, wf, a, w_w1, w_wf, w_v = saved
+        lib = native_mix.kernels()
+        d_pre, d_w1, d_wf, d_q_ref = (torch.empty(203, 192), torch.empty(203, 96),
+                                      torch.empty(203, 32), torch.empty(203, 3))
+        lib.qmix_mix_bwd(gy.data_ptr(), q.data_ptr(), w1.data_ptr(), 96, wf.data_ptr(), 32,
+                         a.data_ptr(), d_w1.data_ptr(), d_pre[:, 160:].data_ptr(), 192,
+                         d_wf.data_ptr(), d_q_ref.data_ptr(), 203, 3, 32)
+        d_h = torch.cat([matmul(d_w1, w_w1), matmul(d_wf, w_wf), matmul(gy.view(-1, 1), w_v)], 1)
+        d_pre[:, :160] = torch.where(pre[:, :160] > 0, d_h, 0.0)
+        h = pre[:, :160].split([64, 64, 32], dim=1)
+        first = weight_grad(d_pre, s, bias=True)
+        seconds = [weight_grad(d, x, bias=True) for d, x in zip(
+            (d_w1, d_wf, gy.view(-1, 1)), h, strict=True)]
+    assert d_q is not None and torch.equal(d_q, d_q_ref)
+    widths = [64, 64, 32, 32]
+    assert first[1] is not None
+    expected = (*first[0].split(widths), *first[1].split(widths),
+                *(t for pair in seconds for t in pair))
+    assert len(grads) == len(expected) == 14
+    for got, want in zip(grads, expected, strict=True):
+        assert want is not None and torch.equal(got, want)
+
+
+@needs_kernels
 def test_elu_of_the_kernel_is_accurate_near_zero_and_far_out() -> None:
     """E = 1, w1 = 0, wf = 1, v = 0: Q_tot = ELU(b1), so the kernel's expm1 is seen directly
     (exp(a) − 1 would lose every digit for tiny |a|)."""

@@ -245,4 +245,59 @@ static void fg_transpose(const float* restrict a, int64_t R, int64_t C, int64_t 
   }
 }
 
+#define FG_RC 128 /* fg_wgrad: rows per chunk */
+
+/* Idle lanes in the masked last vector when a product is vectorised along n columns. */
+static int64_t fg_idle_lanes(int64_t n) {
+#if FG_VW > 0
+  return (FG_VW - n % FG_VW) % FG_VW;
+#else
+  (void)n;
+  return 0;
+#endif
+}
+
+/* G (N, K) = Σ_r D[r]ᵀ X[r] for D (R, N) with row stride ldd and X (R, K) with row stride ldx
+   (floats; column slices of wider arrays are fine); when b != NULL also b (N) = Σ_r D[r], summed
+   in the same two levels. G and b are written, not accumulated into.
+   orient: 0 computes Gᵀ (K, N) = Xᵀ D, vectors along N, into a work buffer and transposes it;
+   1 computes G = Dᵀ X directly, vectors along K; -1 picks the one with fewer idle lanes in
+   masked last vectors (on a tie 1, which needs no transpose). Every element gets the same
+   operations in the same order either way, so the choice changes the speed only (tested).
+   b is the product of a row of ones with each chunk of D, computed right after the chunk's part
+   of G while that chunk is in cache (as a separate pass after G, reading D from memory again,
+   it took 23 of 288 µs for D (2496, 192); now ~14). Returns 0, or -1 when the work buffer
+   could not be allocated (nothing written). */
+static int fg_wgrad(const float* restrict d, int64_t ldd, const float* restrict x, int64_t ldx,
+                    float* restrict g, float* restrict b, int64_t R, int64_t N, int64_t K,
+                    int orient) {
+  static const float one = 1.0f; /* b = 1ᵀ D: the tiles' chains fma(1, d, acc) = acc + d exactly */
+  if (orient < 0) /* ties: 1, which needs no transpose */
+    orient = fg_idle_lanes(K) * N <= fg_idle_lanes(N) * K ? 1 : 0;
+  float* gt = NULL;
+  if (orient == 1) {
+    for (int64_t e = 0; e < N * K; ++e) g[e] = 0.0f;
+  } else {
+    gt = calloc((size_t)(K * N) + 1, sizeof(float));
+    if (!gt) return -1;
+  }
+  if (b)
+    for (int64_t n = 0; n < N; ++n) b[n] = 0.0f;
+  for (int64_t c = 0; c < R; c += FG_RC) {
+    int64_t rows = R - c < FG_RC ? R - c : FG_RC;
+    const float* dc = d + c * ldd;
+    if (orient == 1)
+      fma_gemm(dc, 1, ldd, x + c * ldx, ldx, g, K, NULL, N, K, rows, FG_ADD_TO_C);
+    else
+      fma_gemm(x + c * ldx, 1, ldx, dc, ldd, gt, N, NULL, K, N, rows, FG_ADD_TO_C);
+    if (b) /* while the chunk of D is in cache (a second pass over D read it from memory) */
+      fma_gemm(&one, 0, 0, dc, ldd, b, N, NULL, 1, N, rows, FG_ADD_TO_C);
+  }
+  if (gt) {
+    fg_transpose(gt, K, N, N, g, K);
+    free(gt);
+  }
+  return 0;
+}
+
 #endif

@@ -187,3 +187,44 @@ int qmix_hyper(const float* restrict s, int64_t lds, int64_t M, int64_t S,
   }
   return 0;
 }
+
+/* The mixer's whole backward pass for M rows in one call (the calls of native_mix.backward in
+   its order, so the same floats): from gy (M) = ∂L/∂Q_tot and the forward pass's q (M, N), s
+   (M, S; rows lds apart), pre (M, K + E; the ReLUs applied to its first K columns), w1 (M, N·E),
+   wf (M, E), a (M, E) and the second layers' weights W_w1 (N·E, H1), W_wf (E, H2), W_v (1, H3):
+
+     qmix_mix_bwd -> ∂w1, ∂b1, ∂wf, ∂q;  ∂v = gy
+     ∂h = [∂w1 W_w1 | ∂wf W_wf | ∂v W_v],  ∂pre = [∂h where pre > 0 | ∂b1]
+     the weight and bias gradients: ∂preᵀ s (the four state-reading layers, stacked), ∂w1ᵀ h1,
+     ∂wfᵀ h2, ∂vᵀ h3 (fg_wgrad, each with its bias's sum)
+
+   Writes dq (M, N), g_first (K + E, S), b_first (K + E), g_w1 (N·E, H1), gb_w1 (N·E), g_wf
+   (E, H2), gb_wf (E), g_v (1, H3), gb_v (1). Returns 0, or -1 when its work arrays could not be
+   allocated (nothing written). */
+int qmix_hyper_bwd(const float* restrict gy, const float* restrict q, const float* restrict s,
+                   int64_t lds, const float* restrict pre, const float* restrict w1,
+                   const float* restrict wf, const float* restrict a, const float* restrict w_w1,
+                   const float* restrict w_wf, const float* restrict w_v, int64_t M, int64_t N,
+                   int64_t S, int64_t H1, int64_t H2, int64_t H3, int64_t E, float* restrict dq,
+                   float* g_first, float* b_first, float* g_w1, float* gb_w1, float* g_wf,
+                   float* gb_wf, float* g_v, float* gb_v) {
+  const int64_t K = H1 + H2 + H3, W = K + E, NE = N * E;
+  float* work = malloc(sizeof(float) * (size_t)(M * (W + NE + E + K) + 1));
+  if (!work) return -1;
+  float* d_pre = work;         /* (M, W) */
+  float* d_w1 = d_pre + M * W; /* (M, NE) */
+  float* d_wf = d_w1 + M * NE; /* (M, E) */
+  float* d_h = d_wf + M * E;   /* (M, K) */
+  int status = 0;
+  qmix_mix_bwd(gy, q, w1, NE, wf, E, a, d_w1, d_pre + K, W, d_wf, dq, M, N, E);
+  fma_gemm(d_w1, NE, 1, w_w1, H1, d_h, K, NULL, M, H1, NE, FG_STORE_SUM);
+  fma_gemm(d_wf, E, 1, w_wf, H2, d_h + H1, K, NULL, M, H2, E, FG_STORE_SUM);
+  fma_gemm(gy, 1, 1, w_v, H3, d_h + H1 + H2, K, NULL, M, H3, 1, FG_STORE_SUM);
+  relu_grad(pre, W, d_h, K, d_pre, W, M, K);
+  status |= fg_wgrad(d_pre, W, s, lds, g_first, b_first, M, W, S, -1);
+  status |= fg_wgrad(d_w1, NE, pre, W, g_w1, gb_w1, M, NE, H1, -1);
+  status |= fg_wgrad(d_wf, E, pre + H1, W, g_wf, gb_wf, M, E, H2, -1);
+  status |= fg_wgrad(gy, 1, pre + H1 + H2, W, g_v, gb_v, M, 1, H3, -1);
+  free(work);
+  return status ? -1 : 0;
+}

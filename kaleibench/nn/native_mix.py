@@ -9,12 +9,13 @@ Same function as :class:`kaleibench.nn.mixers.QMixer`'s torch path:
 Why: on the learner's batches (M = 32 episodes × 25 steps = 800 rows) the mixer's products are
 ~0.7 ms of arithmetic forward and backward, but autograd recorded ~40 nodes for it (products,
 ReLUs, |·|, ELU, broadcast products and sums, splits, concatenations), each with dispatch and
-book-keeping. Here the forward pass is four products and one C call, and the backward pass is
-written out: one C call for the mixing (∂L/∂w1, ∂L/∂b1, ∂L/∂wf, ∂L/∂q), the products of the
-chain rule, one C call for the ReLUs' mask, and the weight gradients as one product per layer.
-The state gets no gradient (it is data). :func:`forward_saving` and :func:`backward` are the
-node's two halves as plain functions, which the QMIX learner's update also calls directly,
-without autograd.
+book-keeping. Here the forward pass is two C calls (the hypernetworks' products and ReLUs, then
+the mixing step) and the backward pass one (the mixing step's backward pass, the products of the
+chain rule, the ReLUs' mask and one weight-gradient product per layer), each the same
+operations in the same order as the product functions of :mod:`kaleibench.nn.products` (as
+separate calls they spent ~0.1 ms of dispatch per update). The state gets no gradient (it is
+data). :func:`forward_saving` and :func:`backward` are the node's two halves as plain
+functions, which the QMIX learner's update also calls directly, without autograd.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kaleibench.nn.products import matmul, weight_grad
 from kaleibench.utils import native
 
 SOURCE = str(Path(__file__).with_name("mix_kernels.c"))
@@ -39,6 +39,7 @@ SIGNATURES: native.Signatures = {
     "qmix_mix_bwd": ([_P, _P, _P, _I64, _P, _I64, _P, _P, _P, _I64, _P, _P, _I64, _I64, _I64],
                      None),
     "relu_grad": ([_P, _I64, _P, _I64, _P, _I64, _I64, _I64], None),
+    "qmix_hyper_bwd": ([*[_P] * 3, _I64, *[_P] * 7, *[_I64] * 7, *[_P] * 9], native.INT),
     "qmix_hyper": ([_P, _I64, _I64, _I64, *[_P] * 8, _I64, _I64, _I64, _I64, *[_P] * 6, _I64,
                     _P, _I64, _P, _I64, _P, _I64, _P, _I64, _P, _I64, native.INT], native.INT),
 }
@@ -148,41 +149,36 @@ def forward_saving(q: Tensor, s: Tensor,
     pre = torch.empty(m, k + e)  # s W_cᵀ + b_c, ReLU on its first k columns
     w1, wf, v = torch.empty(m, w_w1.shape[0]), torch.empty(m, e), torch.empty(m, 1)
     hypernetworks(s, params, pre, w1, wf, v)
-    h = pre[:, :k]  # the hidden layers after their ReLUs (the backward pass's mask pre > 0
-    # is the same after them)
-    y, a = mix(q, w1, pre[:, k:], wf, v, save=True)
-    assert a is not None
-    return y, (q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v)
+    y, a = mix(q, w1, pre[:, k:], wf, v, save=True)  # (the backward pass's ReLU mask pre > 0
+    assert a is not None  # is the same after the ReLUs, which hypernetworks applied in place)
+    return y, (q, s, pre, w1, wf, a, w_w1, w_wf, w_v)
 
 
 def backward(saved: tuple[Tensor, ...], gy: Tensor,
              need_q: bool = True) -> tuple[Tensor | None, tuple[Tensor, ...]]:
     """(∂L/∂q or None, the parameters' gradients in :class:`NativeQMix`'s order) from
-    ∂L/∂Q_tot (M,) and :func:`forward_saving`'s ``saved``."""
-    q, s, pre, h, w1, wf, a, w_w1, w_wf, w_v = saved
+    ∂L/∂Q_tot (M,) and :func:`forward_saving`'s ``saved``: one C call (``qmix_hyper_bwd``: the
+    mixing step's backward pass, the second layers' input gradients, the ReLUs' mask, then every
+    weight and bias gradient as the products of :func:`~kaleibench.nn.products.weight_grad`)."""
+    q, s, pre, w1, wf, a, w_w1, w_wf, w_v = saved
     lib = kernels()
     assert lib is not None, "the C kernels were loaded for the forward pass"
     m, n = q.shape
     e = a.shape[1]
-    k = pre.shape[1] - e
     widths = [w_w1.shape[1], w_wf.shape[1], w_v.shape[1], e]  # the hidden widths, then E
-    gy = gy.contiguous()
-    d_pre = torch.empty(m, k + e)  # ∂L/∂(s W_c^T + b_c)
-    d_w1, d_wf, d_q = torch.empty(m, n * e), torch.empty(m, e), torch.empty(m, n)
-    lib.qmix_mix_bwd(gy.data_ptr(), q.data_ptr(), w1.data_ptr(), _rows(w1), wf.data_ptr(),
-                     _rows(wf), a.data_ptr(), d_w1.data_ptr(), d_pre[:, k:].data_ptr(),
-                     k + e, d_wf.data_ptr(), d_q.data_ptr(), m, n, e)  # fmt: skip
-    d_v = gy.view(m, 1)
-    d_h = torch.empty(m, k)  # ∂L/∂h: the second layers' input gradients, side by side
-    d_h_w1, d_h_wf, d_h_v = d_h.split(widths[:3], dim=1)
-    matmul(d_w1, w_w1, out=d_h_w1)
-    matmul(d_wf, w_wf, out=d_h_wf)
-    matmul(d_v, w_v, out=d_h_v)
-    lib.relu_grad(pre.data_ptr(), k + e, d_h.data_ptr(), k, d_pre.data_ptr(), k + e, m, k)
-    h_w1, h_wf, h_v = h.split(widths[:3], dim=1)
-    g_first, b_first = weight_grad(d_pre, s, bias=True)  # (Σ widths, S), (Σ widths,)
-    seconds = [weight_grad(d, x, bias=True) for d, x in ((d_w1, h_w1), (d_wf, h_wf), (d_v, h_v))]
-    assert b_first is not None and all(b is not None for _, b in seconds)
+    if not (w_w1.is_contiguous() and w_wf.is_contiguous() and w_v.is_contiguous()):
+        raise ValueError("the mixer's second-layer weights must be contiguous")
+    q, gy = q.contiguous(), gy.contiguous()
+    d_q = torch.empty(m, n)
+    g_first, b_first = torch.empty(pre.shape[1], s.shape[1]), torch.empty(pre.shape[1])
+    seconds = [(torch.empty(w.shape), torch.empty(w.shape[0])) for w in (w_w1, w_wf, w_v)]
+    status = lib.qmix_hyper_bwd(
+        gy.data_ptr(), q.data_ptr(), s.data_ptr(), _rows(s), pre.data_ptr(), w1.data_ptr(),
+        wf.data_ptr(), a.data_ptr(), w_w1.data_ptr(), w_wf.data_ptr(), w_v.data_ptr(), m, n,
+        s.shape[1], *widths, d_q.data_ptr(), g_first.data_ptr(), b_first.data_ptr(),
+        *(t.data_ptr() for pair in seconds for t in pair))
+    if status != 0:
+        raise MemoryError("mix_kernels.c could not allocate the mixer's backward work arrays")
     grads: tuple[Tensor, ...] = (*g_first.split(widths), *b_first.split(widths),  # per layer
-                                 *(t for pair in seconds for t in pair if t is not None))
+                                 *(t for pair in seconds for t in pair))
     return (d_q if need_q else None), grads

@@ -153,3 +153,80 @@ void gru_bwd_seq(float* restrict g, const float* restrict hs, const float* restr
       fma_gemm(dh + 3 * o, 3 * H, 1, w, H, g + o - blk, H, NULL, M, H, 3 * H, FG_ADD_TO_C);
   }
 }
+
+/* The GRU agent's whole unroll in one call: for T·M input rows x (T,M,I), time-major,
+
+     y = ReLU(x W1ᵀ + b1) (T·M,H),  h_1..h_T = GRU(y) from h_0 = 0,  q = h W2ᵀ + b2 (T·M,A)
+
+   with W1 (H,I), W_ih (3H,H), W_hh (3H,H), W2 (A,H) as stored (row-major; their transposes are
+   made here, the B operands of fma_gemm) and the products of kaleibench.nn.products.linear
+   (bias added last) and of gru_fwd_seq_in: the same operations as those calls, so the same
+   floats. The ReLU keeps -0.0 and NaN as torch's clamp_min does. Writes y, hs (T+1,M,H) with
+   hs[0] = 0, q and, when save != 0, the gates r, z, n, ghn (each (T,M,H)). Why one call: the
+   same steps as ~10 torch and ctypes calls cost ~35 µs of dispatch per pass (AMD EPYC, family
+   26). Returns 0, or -1 when its work space could not be allocated (nothing written). */
+int gru_agent_fwd(const float* restrict x, const float* restrict w1, const float* restrict b1,
+                  const float* restrict w_ih, const float* restrict w_hh,
+                  const float* restrict b_ih, const float* restrict b_hh,
+                  const float* restrict w2, const float* restrict b2, float* restrict y,
+                  float* restrict hs, float* restrict q, float* restrict r_o,
+                  float* restrict z_o, float* restrict n_o, float* restrict g_o, int64_t T,
+                  int64_t M, int64_t I, int64_t H, int64_t A, int save) {
+  const int64_t rows = T * M;
+  /* W1ᵀ (I,H), W_ihᵀ (H,3H), W_hhᵀ (H,3H), W2ᵀ (H,A), then one step's two products (M,3H) */
+  float* work = malloc(sizeof(float) * (size_t)(I * H + 6 * H * H + H * A + 6 * M * H + 1));
+  if (!work) return -1;
+  float* w1t = work;
+  float* wit = w1t + I * H;
+  float* wt = wit + 3 * H * H;
+  float* w2t = wt + 3 * H * H;
+  float* gw = w2t + H * A;
+  float* gh = gw + 3 * M * H;
+  for (int64_t e = 0; e < M * H; ++e) hs[e] = 0.0f;
+  fg_transpose(w1, H, I, I, w1t, H);
+  fg_transpose(w_ih, 3 * H, H, H, wit, 3 * H);
+  fg_transpose(w_hh, 3 * H, H, H, wt, 3 * H);
+  fg_transpose(w2, A, H, H, w2t, A);
+  fma_gemm(x, I, 1, w1t, H, y, H, b1, rows, H, I, FG_ADD_BIAS);
+  for (int64_t e = 0; e < rows * H; ++e) y[e] = y[e] < 0.0f ? 0.0f : y[e];
+  gru_fwd_seq_in(y, H, wit, gw, wt, b_ih, b_hh, hs, gh, r_o, z_o, n_o, g_o, T, M, H, save);
+  fma_gemm(hs + M * H, H, 1, w2t, A, q, A, b2, rows, A, H, FG_ADD_BIAS);
+  free(work);
+  return 0;
+}
+
+/* The backward pass of gru_agent_fwd (its saved x, y, hs and gates) from gq = ∂L/∂q (T·M,A):
+   the calls of kaleibench.nn.native_agent's backward pass in one, so the same floats:
+
+     ∂W2, ∂b2 = weight gradient of (gq, h);  ∂h = gq W2;  BPTT (gru_bwd_seq) -> ∂gi, ∂gh;
+     ∂y = ∂gi W_ih;  ∂W_ih, ∂b_ih = (∂gi, y);  ∂W_hh, ∂b_hh = (∂gh, h_{t-1});
+     ∂a = ∂y where y > 0 (torch's threshold_backward: 0 where y <= 0);  ∂W1, ∂b1 = (∂a, x)
+
+   (weight gradients by fg_wgrad, with their biases' sums). Writes the eight gradients, shaped as
+   their parameters. Returns 0, or -1 when its work space could not be allocated. */
+int gru_agent_bwd(const float* restrict gq, const float* restrict x, const float* restrict y,
+                  const float* restrict hs, const float* restrict r_, const float* restrict z_,
+                  const float* restrict n_, const float* restrict ghn_,
+                  const float* restrict w_ih, const float* restrict w_hh,
+                  const float* restrict w2, float* g_w1, float* g_b1, float* g_wih,
+                  float* g_whh, float* g_bih, float* g_bhh, float* g_w2, float* g_b2, int64_t T,
+                  int64_t M, int64_t I, int64_t H, int64_t A) {
+  const int64_t rows = T * M;
+  /* ∂h (T·M,H), ∂gi and ∂gh (T·M,3H), ∂y (T·M,H) */
+  float* work = malloc(sizeof(float) * (size_t)(rows * 8 * H + 1));
+  if (!work) return -1;
+  float* g = work;
+  float* d_gi = g + rows * H;
+  float* d_gh = d_gi + rows * 3 * H;
+  float* d_y = d_gh + rows * 3 * H;
+  int status = fg_wgrad(gq, A, hs + M * H, H, g_w2, g_b2, rows, A, H, -1);
+  fma_gemm(gq, A, 1, w2, H, g, H, NULL, rows, H, A, FG_STORE_SUM);
+  gru_bwd_seq(g, hs, r_, z_, n_, ghn_, d_gi, d_gh, w_hh, T, M, H);
+  fma_gemm(d_gi, 3 * H, 1, w_ih, H, d_y, H, NULL, rows, H, 3 * H, FG_STORE_SUM);
+  status |= fg_wgrad(d_gi, 3 * H, y, H, g_wih, g_bih, rows, 3 * H, H, -1);
+  status |= fg_wgrad(d_gh, 3 * H, hs, H, g_whh, g_bhh, rows, 3 * H, H, -1);
+  for (int64_t e = 0; e < rows * H; ++e) d_y[e] = y[e] <= 0.0f ? 0.0f : d_y[e];
+  status |= fg_wgrad(d_y, H, x, I, g_w1, g_b1, rows, H, I, -1);
+  free(work);
+  return status ? -1 : 0;
+}

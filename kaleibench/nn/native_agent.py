@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from kaleibench.nn import native_gru
-from kaleibench.nn.products import linear, matmul, weight_grad
 
 
 def available() -> bool:
@@ -29,19 +28,51 @@ def available() -> bool:
     return native_gru.available()
 
 
+_ELEMENT = 4  # bytes per float32
+
+
+def _check(x: Tensor, params: tuple[Tensor, ...], t_len: int) -> None:
+    """Refuse what the C kernels would misread: they see raw float32 memory of these shapes."""
+    w1, b1, w_ih, w_hh, b_ih, b_hh, w2, b2 = params
+    h, a = w1.shape[0], w2.shape[0]
+    if not (x.dim() == 2 and x.dtype == torch.float32 and x.is_contiguous()
+            and x.shape[0] % t_len == 0
+            and all(p.dtype == torch.float32 and p.is_contiguous() for p in params)
+            and w1.shape == (h, x.shape[1]) and b1.shape == (h,) and w_ih.shape == (3 * h, h)
+            and w_hh.shape == (3 * h, h) and b_ih.shape == (3 * h,) and b_hh.shape == (3 * h,)
+            and w2.shape == (a, h) and b2.shape == (a,)):
+        raise ValueError(
+            "the GRU agent's C kernels need contiguous float32 x (T·M, I), fc1 (H, I), GRU "
+            "(3H, H) weights and (3H,) biases, fc2 (A, H); got x "
+            f"{tuple(x.shape)} and {[tuple(p.shape) for p in params]}")
+
+
 def _forward(x: Tensor, w1: Tensor, b1: Tensor, gru: tuple[Tensor, Tensor, Tensor, Tensor],
              w2: Tensor, b2: Tensor, t_len: int,
              save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """x (T·M, I) -> q (T·M, A), with fc1's output y (T·M, H), the states hs (T+1, M, H) and,
-    when ``save``, the gates (see :func:`kaleibench.nn.native_gru._forward`)."""
+    when ``save``, the gates (4, T, M, H) = [r, z, n, W_hn h + b_hn]: one C call
+    (``gru_agent_fwd``), the operations of fc1's and fc2's products
+    (:func:`~kaleibench.nn.products.linear`) and of the GRU's sequence kernel."""
     lib = native_gru.kernels()
     assert lib is not None, "the GRU agent node needs the C kernels (see native_agent.available)"
-    y = linear(x, w1, b1)
-    y.clamp_min_(0.0)  # ReLU in place, as fc1's dense node
-    hid = w1.shape[0]
-    w_ih, w_hh, b_ih, b_hh = gru
-    hs, gates = native_gru._forward(lib, y.view(t_len, -1, hid), w_ih, w_hh, b_ih, b_hh, save)
-    q = linear(hs[1:].reshape(-1, hid), w2, b2)  # hs[1:] is contiguous: a view
+    params = (w1, b1, *gru, w2, b2)
+    _check(x, params, t_len)
+    rows, i = x.shape
+    hid, a = w1.shape[0], w2.shape[0]
+    m = rows // t_len
+    y, hs, q = torch.empty(rows, hid), torch.empty(t_len + 1, m, hid), torch.empty(rows, a)
+    gates = torch.empty(4, t_len, m, hid) if save else None
+    if gates is None:
+        gate_ptrs: tuple[int | None, ...] = (None,) * 4
+    else:
+        base, step = gates.data_ptr(), t_len * m * hid * _ELEMENT
+        gate_ptrs = tuple(base + k * step for k in range(4))
+    status = lib.gru_agent_fwd(x.data_ptr(), *(p.data_ptr() for p in params), y.data_ptr(),
+                               hs.data_ptr(), q.data_ptr(), *gate_ptrs, t_len, m, i, hid, a,
+                               int(save))  # fmt: skip
+    if status != 0:
+        raise MemoryError("gru_kernels.c could not allocate the agent's work space")
     return q, y, hs, gates
 
 
@@ -56,24 +87,32 @@ def forward_saving(x: Tensor, w1: Tensor, b1: Tensor, w_ih: Tensor, w_hh: Tensor
 
 def backward(saved: tuple[Tensor, ...], grad_q: Tensor) -> tuple[Tensor, ...]:
     """The eight parameters' gradients (W₁, b₁, W_ih, W_hh, b_ih, b_hh, W₂, b₂) from ∂L/∂q
-    (T·M, A) and :func:`forward_saving`'s ``saved``."""
+    (T·M, A) and :func:`forward_saving`'s ``saved``: one C call (``gru_agent_bwd``), the
+    operations of
+
+        ∂W₂, ∂b₂ = weight_grad(∂q, h);  ∂h = ∂q W₂;  the GRU's BPTT and its input and parameter
+        gradients (:func:`kaleibench.nn.native_gru.bptt`);  ∂a = ∂y where y > 0 (fc1's ReLU);
+        ∂W₁, ∂b₁ = weight_grad(∂a, x)."""
     x, y, w_ih, w_hh, hs, gates, w2 = saved
     lib = native_gru.kernels()
     assert lib is not None, "the C kernels were loaded for the forward pass"
     t_len, m, hid = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    i, a = x.shape[1], w2.shape[0]
     grad_q = grad_q.contiguous()
-    # fc2: ∂L/∂W₂ = Σ ∂qᵀ h, ∂L/∂b₂ = Σ ∂q, ∂L/∂h = ∂q W₂ (a new tensor the BPTT overwrites)
-    g_w2, g_b2 = weight_grad(grad_q, hs[1:].reshape(-1, hid), bias=True)
-    g = matmul(grad_q, w2.detach())
-    # the GRU: BPTT in one C call, then its input and parameter gradients
-    g_ih, g_hh, g_bih, g_bhh, grad_y = native_gru.bptt(lib, g, y.view(t_len, m, hid), w_ih,
-                                                       w_hh, hs, gates)  # fmt: skip
-    assert grad_y is not None and g_bih is not None and g_bhh is not None
-    # fc1 with its ReLU: ∂L/∂a = ∂L/∂y where y > 0
-    g_a = torch.ops.aten.threshold_backward(grad_y.view(-1, hid), y, 0.0)
-    g_w1, g_b1 = weight_grad(g_a, x, bias=True)
-    assert g_b1 is not None and g_b2 is not None
-    return g_w1, g_b1, g_ih, g_hh, g_bih, g_bhh, g_w2, g_b2
+    if grad_q.shape != (t_len * m, a) or grad_q.dtype != torch.float32:
+        raise ValueError(f"grad_q must be float32 {(t_len * m, a)}, got {grad_q.dtype} "
+                         f"{tuple(grad_q.shape)}")  # fmt: skip
+    grads = (torch.empty(hid, i), torch.empty(hid), torch.empty(3 * hid, hid),
+             torch.empty(3 * hid, hid), torch.empty(3 * hid), torch.empty(3 * hid),
+             torch.empty(a, hid), torch.empty(a))
+    base, step = gates.data_ptr(), t_len * m * hid * _ELEMENT
+    status = lib.gru_agent_bwd(grad_q.data_ptr(), x.data_ptr(), y.data_ptr(), hs.data_ptr(),
+                               *(base + k * step for k in range(4)), w_ih.data_ptr(),
+                               w_hh.data_ptr(), w2.data_ptr(), *(g.data_ptr() for g in grads),
+                               t_len, m, i, hid, a)  # fmt: skip
+    if status != 0:
+        raise MemoryError("gru_kernels.c could not allocate the agent's backward work space")
+    return grads
 
 
 class GruAgentSequence(torch.autograd.Function):

@@ -43,6 +43,8 @@ SIGNATURES: native.Signatures = {
     "gru_fwd_step": ([_P] * 10 + [_I64, _I64, _INT], None),
     "gru_fwd_seq_in": ([_P, _I64, *([_P] * 11), _I64, _I64, _I64, _INT], None),
     "gru_bwd_seq": ([_P] * 9 + [_I64, _I64, _I64], None),
+    "gru_agent_fwd": ([_P] * 16 + [_I64] * 5 + [_INT], _INT),
+    "gru_agent_bwd": ([_P] * 19 + [_I64] * 5, _INT),
 }
 
 

@@ -79,3 +79,17 @@ def test_adam_step_counts_in_one_tensor_and_survives_a_state_reload() -> None:
         assert torch.equal(p, q)
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p][key], ref.state[q][key])
+
+
+def test_clip_coefficient_is_torchs_float32_arithmetic() -> None:
+    """The clip factor computed on float32 scalars equals torch's tensor arithmetic
+    ``clamp(max_norm / (total + 1e-6), max=1.0)`` bit for bit, over norms of every size."""
+    from kaleibench.train.optim import clip_coefficient
+    gen = torch.Generator().manual_seed(7)
+    totals = torch.cat([torch.rand(20000, generator=gen) * 20.0,
+                        torch.exp(torch.randn(20000, generator=gen) * 6.0),
+                        torch.tensor([0.0, 1e-6, 9.99999, 10.0, 10.00001, 1e30, float("inf")])])
+    for max_norm in (10.0, 0.5, 3.3):
+        expected = torch.clamp(max_norm / (totals + 1e-6), max=1.0)
+        ours = torch.tensor([clip_coefficient(float(t), max_norm) for t in totals])
+        assert torch.equal(ours, expected), max_norm

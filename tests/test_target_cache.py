@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 
 import kaleibench
@@ -13,6 +14,7 @@ from kaleibench.algos.qmix import Qmix
 from kaleibench.algos.target_cache import TargetQCache
 from kaleibench.train.buffer import EpisodeBatch, ReplayBuffer
 from kaleibench.train.rollout import collect
+from kaleibench.utils import native
 
 
 def _episodes(first: int, n: int) -> EpisodeBatch:
@@ -161,3 +163,26 @@ def test_stored_episodes_get_their_target_values_at_once() -> None:
             alone = learner.target_pass(stored.select(torch.tensor([one])))
             for c, a in zip(cached, alone, strict=True):
                 torch.testing.assert_close(c[one:one + 1], a, rtol=1e-6, atol=1e-6)
+
+
+def test_the_c_store_copies_exactly_what_index_put_would() -> None:
+    """The cache's C copy of episodes into their slots (time-major views included) gives the
+    store torch's ``store[slots] = values`` gives; a slot out of range writes nothing."""
+    from kaleibench.algos import target_cache
+    if native.load_declared(target_cache.SOURCE, target_cache.SIGNATURES) is None:
+        pytest.skip("no C compiler")
+    gen = torch.Generator().manual_seed(3)
+    q_time_major = torch.randn(26, 4, 3, 5, generator=gen)  # (T+1, B, N, A), as the pass gives
+    weights = torch.randn(4, 25, 7, generator=gen)
+    slots = torch.tensor([9, 0, 5, 2])
+    for values in (q_time_major.transpose(0, 1), weights):
+        ours = torch.zeros(10, *values.shape[1:])
+        theirs = ours.clone()
+        assert target_cache._scatter(ours, slots, values)
+        theirs[slots] = values
+        assert torch.equal(ours, theirs)
+    before = ours.clone()
+    with pytest.raises(IndexError, match="outside"):
+        target_cache._scatter(ours, torch.tensor([1, 10, 2, 3]), weights)
+    assert torch.equal(ours, before)
+    assert not target_cache._scatter(ours.double(), slots, weights.double())  # torch's job

@@ -30,10 +30,41 @@ learner does not use a cache then.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from kaleibench.utils import native
+
+SOURCE = str(Path(__file__).with_name("cache_kernels.c"))
+SIGNATURES: native.Signatures = {
+    "scatter_episodes": ([native.P, *[native.I64] * 5, native.P, native.P, native.I64],
+                         native.INT),
+}
+
+
+def _scatter(store: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> bool:
+    """``store[slots] = values`` in one C call (``cache_kernels.c``) for float32 values whose
+    per-step blocks are contiguous (e.g. a time-major array's (B, T, ...) view); False, with
+    nothing written, where the kernels are unavailable or the layout is another."""
+    lib = native.load_declared(SOURCE, SIGNATURES)
+    if (lib is None or values.dtype != torch.float32 or store.dtype != torch.float32
+            or values.dim() < 2 or values.shape[1:] != store.shape[1:]
+            or not store.is_contiguous() or slots.dtype != torch.int64
+            or not slots.is_contiguous() or values.shape[0] != slots.shape[0]):
+        return False
+    block = math.prod(values.shape[2:])
+    if block > 1 and not values[0, 0].is_contiguous():
+        return False
+    status = lib.scatter_episodes(values.data_ptr(), values.stride(0), values.stride(1), block,
+                                  values.shape[1], values.shape[0], slots.data_ptr(),
+                                  store.data_ptr(), store.shape[0])  # fmt: skip
+    if status != 0:
+        raise IndexError(f"target cache: a slot outside [0, {store.shape[0]})")
+    return True
 
 
 class TargetQCache:
@@ -58,7 +89,8 @@ class TargetQCache:
         if self.values is None:
             self.values = tuple(a.new_zeros((self.capacity, *a.shape[1:])) for a in values)
         for store, a in zip(self.values, values, strict=True):
-            store[slots] = a
+            if not _scatter(store, slots, a):
+                store[slots] = a
         self.ids[slots] = ids
 
     def get(self, slots: torch.Tensor, ids: torch.Tensor,

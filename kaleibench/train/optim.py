@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,11 +28,21 @@ def clip_grad_norm(grads: list[Tensor], max_norm: float) -> float:
     """Scale ``grads`` in place so that their global 2-norm is at most ``max_norm``; returns
     the norm before scaling. ‖g‖ = ‖(‖g_1‖, …, ‖g_k‖)‖, coefficient min(1, max/(‖g‖ + 1e-6)),
     as ``clip_grad_norm_(..., foreach=True)`` on CPU computes them."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if float(coef) < 1.0:  # a factor of exactly 1 would leave every gradient as it is
-        torch._foreach_mul_(grads, coef)
-    return float(total)
+    total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+    coef = clip_coefficient(total, max_norm)
+    if coef < 1.0:  # a factor of exactly 1 would leave every gradient as it is
+        torch._foreach_mul_(grads, coef)  # coef is a float32 value: the same products
+    return total
+
+
+def clip_coefficient(total: float, max_norm: float) -> float:
+    """min(1, max_norm / (total + 1e-6)) as torch computes it on a float32 0-d tensor:
+    (total + 1e-6) in float32, its reciprocal times max_norm (torch's ``scalar / tensor``),
+    clamped at 1; here on numpy float32 scalars, which round the same IEEE operations the same
+    way without a tensor operation each (tested against torch's)."""
+    denominator = np.float32(total) + np.float32(1e-6)
+    return float(min(np.float32(np.float32(1.0) / denominator) * np.float32(max_norm),
+                     np.float32(1.0)))
 
 
 def adam_step(optimiser: torch.optim.Adam) -> None:

@@ -231,8 +231,10 @@ Root = tuple[Path, dict[str, str]]
 
 def _alternate(roots: dict[str, Root], variant: str, command: str, rounds: int,
                then: str | None = None, floor: bool = False) -> dict[str, float]:
-    """Median of ``command`` answers from one persistent worker per root, asked in turn; with
-    ``then``, also each worker's answer to it afterwards (key ``"<tag> then"``). With ``floor``
+    """Median of ``command`` answers from one persistent worker per root, asked in turn (the
+    order rotated every round: which worker ran just before another, and so whose data the
+    caches hold, is then the same for all); with ``then``, also each worker's answer to it
+    afterwards (key ``"<tag> then"``). With ``floor``
     (``command`` = "update K" or "cached K"), the "new" worker also measures the main product's
     rate after every round, and each answer is divided by the floor of that round (key
     ``"<tag> ÷ floor"``: the median of the per-round ratios) so that update and floor are taken
@@ -247,9 +249,10 @@ def _alternate(roots: dict[str, Root], variant: str, command: str, rounds: int,
         for w in workers.values():
             assert w.stdout is not None and w.stdout.readline().strip() == "ready"
         rates: list[float] = []
-        for _ in range(rounds):
-            for tag, w in workers.items():
-                answers[tag].append(_ask(w, command))
+        order = list(workers)
+        for k in range(rounds):  # each round starts with the next worker: no fixed neighbours
+            for tag in order[k % len(order):] + order[:k % len(order)]:
+                answers[tag].append(_ask(workers[tag], command))
             if floor:
                 rates.append(_ask(workers["new"], "floor 0"))
         for tag, w in workers.items():

@@ -93,3 +93,26 @@ def test_clip_coefficient_is_torchs_float32_arithmetic() -> None:
         expected = torch.clamp(max_norm / (totals + 1e-6), max=1.0)
         ours = torch.tensor([clip_coefficient(float(t), max_norm) for t in totals])
         assert torch.equal(ours, expected), max_norm
+
+
+def test_adam_step_with_given_gradients_equals_the_grad_attribute_path() -> None:
+    """Gradients handed over as lists give the same step as the same gradients in ``.grad``
+    (and, once the state exists, the parameters' ``.grad`` stays unset), for the fused step and
+    for the fallback."""
+    for fused in (True, False):
+        net = nn.Linear(5, 3)
+        twin = copy.deepcopy(net)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2, fused=fused)
+        ref = torch.optim.Adam(twin.parameters(), lr=1e-2, fused=fused)
+        gen = torch.Generator().manual_seed(9)
+        for _ in range(3):
+            grads = [torch.randn(p.shape, generator=gen) for p in net.parameters()]
+            for p, g in zip(twin.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            adam_step(ref)
+            net.zero_grad(set_to_none=True)  # as the learner clears them before an update
+            adam_step(opt, list(net.parameters()), grads)
+            if fused and opt.state[net.weight]["step"] > 1:  # the first step is torch's own
+                assert all(p.grad is None for p in net.parameters())
+        for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(p, q)

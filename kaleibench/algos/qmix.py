@@ -442,18 +442,24 @@ class Qmix:
     def apply_gradients(self, loss: torch.Tensor | None,
                         grads: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
         """Adam step on agent + mixer after clipping the global grad norm; returns the norm.
-        The gradients are ``loss``'s (autograd), or given as (parameter, gradient) pairs."""
+        The gradients are ``loss``'s (autograd, into each parameter's ``.grad``), or given as
+        (parameter, gradient) pairs, which go to clip and Adam as they are (``.grad`` is not
+        set: 44 attribute writes and reads less). Either way in the parameters' own order, the
+        order of the clip's norms."""
         for p in self.params:  # = optimiser.zero_grad(set_to_none=True), without its wrapper
-            p.grad = None
+            if p.grad is not None:
+                p.grad = None
         if grads is None:
             assert loss is not None
             loss.backward()
+            params: list[torch.Tensor] = [p for p in self.params if p.grad is not None]
+            tensors = [p.grad for p in params if p.grad is not None]
         else:
-            for param, grad in grads:
-                param.grad = grad
-        present = [p.grad for p in self.params if p.grad is not None]
-        norm = clip_grad_norm(present, self.cfg.grad_norm_clip)  # = clip_grad_norm_, less work
-        adam_step(self.optimiser)  # = self.optimiser.step(), less overhead
+            given = {id(param): grad for param, grad in grads}
+            params = [p for p in self.params if id(p) in given]
+            tensors = [given[id(p)] for p in params]
+        norm = clip_grad_norm(tensors, self.cfg.grad_norm_clip)  # = clip_grad_norm_, less work
+        adam_step(self.optimiser, params, tensors)  # = self.optimiser.step(), less overhead
         return norm
 
     def update(self, t_env: int) -> dict[str, float]:

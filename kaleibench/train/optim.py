@@ -13,6 +13,8 @@ are the optimiser's usual ``state_dict``.
 
 from __future__ import annotations
 
+import math
+import struct
 import weakref
 
 import numpy as np
@@ -31,39 +33,62 @@ def clip_grad_norm(grads: list[Tensor], max_norm: float) -> float:
     total = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
     coef = clip_coefficient(total, max_norm)
     if coef < 1.0:  # a factor of exactly 1 would leave every gradient as it is
-        torch._foreach_mul_(grads, coef)  # coef is a float32 value: the same products
+        # by a 0-d float32 tensor, as torch's clip does: the same products, and with a Python
+        # number torch would convert it for every gradient (~2 µs each)
+        torch._foreach_mul_(grads, torch.tensor(coef, dtype=torch.float32))
     return total
+
+
+_F32 = struct.Struct("f")
+
+
+def _f32(x: float) -> float:
+    """x rounded to float32 (IEEE round to nearest even), as a Python float."""
+    value: float = _F32.unpack(_F32.pack(x))[0]
+    return value
 
 
 def clip_coefficient(total: float, max_norm: float) -> float:
     """min(1, max_norm / (total + 1e-6)) as torch computes it on a float32 0-d tensor:
     (total + 1e-6) in float32, its reciprocal times max_norm (torch's ``scalar / tensor``),
-    clamped at 1; here on numpy float32 scalars, which round the same IEEE operations the same
-    way without a tensor operation each (tested against torch's)."""
-    denominator = np.float32(total) + np.float32(1e-6)
-    return float(min(np.float32(np.float32(1.0) / denominator) * np.float32(max_norm),
-                     np.float32(1.0)))
+    clamped at 1. Each operation is done on Python floats (doubles) and rounded to float32:
+    with 53 ≥ 2·24 + 2 bits, that double rounding gives the correctly rounded float32 result
+    for +, × and ÷, so these are torch's floats without a tensor operation each (tested)."""
+    try:
+        denominator = _f32(_f32(total) + _f32(1e-6))
+        coef = _f32(_f32(1.0 / denominator) * _f32(max_norm)) if denominator else math.inf
+    except OverflowError:  # beyond float32's range: numpy's float32 arithmetic (with infs)
+        with np.errstate(over="ignore", divide="ignore"):
+            d32 = np.float32(total) + np.float32(1e-6)
+            coef = float(np.float32(np.float32(1.0) / d32) * np.float32(max_norm))
+    return coef if coef < 1.0 or math.isnan(coef) else 1.0
 
 
-def adam_step(optimiser: torch.optim.Adam) -> None:
+def adam_step(optimiser: torch.optim.Adam, params: list[Tensor] | None = None,
+              grads: list[Tensor] | None = None) -> None:
     """One step of a fused Adam (``fused=True``, one parameter group, no AMSGrad) on its own
-    state: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr·m̂/(√v̂ + ε). Until the state
-    exists (the first step), and for any other configuration, ``optimiser.step()`` itself."""
+    state: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr·m̂/(√v̂ + ε). The gradients are
+    the parameters' ``.grad``, or ``grads`` of ``params`` (in the group's order; their
+    ``.grad`` is then not read). Until the state exists (the first step), and for any other
+    configuration, ``optimiser.step()`` itself (given gradients are first put in ``.grad``)."""
     group = optimiser.param_groups[0]
-    params = [p for p in group["params"] if p.grad is not None]
+    if params is None or grads is None:
+        params = [p for p in group["params"] if p.grad is not None]
+        grads = [p.grad for p in params if p.grad is not None]
     states = [optimiser.state[p] for p in params if p in optimiser.state]
     simple = (len(optimiser.param_groups) == 1 and group["fused"] and not group["amsgrad"]
               and not group["capturable"] and not group["differentiable"]
               and not group["decoupled_weight_decay"] and len(states) == len(params))
     if not simple:
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
         optimiser.step()
         return
     _step_counters(optimiser, states).add_(1)  # every parameter's step count, one op
-    steps = [s["step"] for s in states]
     beta1, beta2 = group["betas"]
-    torch._fused_adam_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                       [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False,
-                       lr=group["lr"], beta1=beta1, beta2=beta2,
+    torch._fused_adam_(params, grads, [s["exp_avg"] for s in states],
+                       [s["exp_avg_sq"] for s in states], [], [s["step"] for s in states],
+                       amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2,
                        weight_decay=group["weight_decay"], eps=group["eps"],
                        maximize=group["maximize"])
 

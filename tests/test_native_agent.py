@@ -27,8 +27,12 @@ def node_names(t: torch.Tensor) -> str:
     return " ".join(names)
 
 
+@pytest.mark.parametrize("last_step_grad", [True, False])
 @pytest.mark.parametrize("shape", [(4, 26, 3, 21, 64, 5), (5, 7, 2, 9, 20, 4)])
-def test_agent_node_equals_three_nodes(shape: tuple[int, ...]) -> None:
+def test_agent_node_equals_three_nodes(shape: tuple[int, ...], last_step_grad: bool) -> None:
+    """Values and gradients equal (``torch.equal``: an exact zero's sign aside); without a
+    gradient on the last step (QMIX: its Q-values only feed the target) the node skips that
+    step's backward pass, and still equals the three nodes' full one."""
     b, t, n, i, h, a = shape
     gen = torch.Generator().manual_seed(7)
     agent = GruAgent(i, h, a, n)
@@ -38,6 +42,8 @@ def test_agent_node_equals_three_nodes(shape: tuple[int, ...]) -> None:
     inputs = torch.randn(t, b, n, i, generator=gen).transpose(0, 1)  # time-major memory
     inputs[:, :, 0, 0] = -50.0  # some fc1 units below zero: both ReLU branches
     grad_q = torch.randn(b, t, n, a, generator=gen)
+    if not last_step_grad:
+        grad_q[:, -1] = 0.0
 
     q1 = agent.unroll(inputs)
     assert "GruAgentSequence" in node_names(q1)

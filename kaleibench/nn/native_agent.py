@@ -102,6 +102,13 @@ def backward(saved: tuple[Tensor, ...], grad_q: Tensor) -> tuple[Tensor, ...]:
     if grad_q.shape != (t_len * m, a) or grad_q.dtype != torch.float32:
         raise ValueError(f"grad_q must be float32 {(t_len * m, a)}, got {grad_q.dtype} "
                          f"{tuple(grad_q.shape)}")  # fmt: skip
+    steps = t_len  # the backward pass over the first `steps` steps
+    if t_len > 1 and not bool(grad_q[(t_len - 1) * m:].any()):
+        # The last step carries no gradient (QMIX: its Q-values only choose the next action
+        # of the TD target). Its BPTT step and its rows of every weight gradient would add
+        # only zeros (±0 terms: each sum the same, at most an exact zero's sign differs, which
+        # Adam's step never shows), so they are skipped: 1/T of the backward pass.
+        steps = t_len - 1
     grads = (torch.empty(hid, i), torch.empty(hid), torch.empty(3 * hid, hid),
              torch.empty(3 * hid, hid), torch.empty(3 * hid), torch.empty(3 * hid),
              torch.empty(a, hid), torch.empty(a))
@@ -109,7 +116,7 @@ def backward(saved: tuple[Tensor, ...], grad_q: Tensor) -> tuple[Tensor, ...]:
     status = lib.gru_agent_bwd(grad_q.data_ptr(), x.data_ptr(), y.data_ptr(), hs.data_ptr(),
                                *(base + k * step for k in range(4)), w_ih.data_ptr(),
                                w_hh.data_ptr(), w2.data_ptr(), *(g.data_ptr() for g in grads),
-                               t_len, m, i, hid, a)  # fmt: skip
+                               steps, m, i, hid, a)  # fmt: skip
     if status != 0:
         raise MemoryError("gru_kernels.c could not allocate the agent's backward work space")
     return grads

@@ -58,3 +58,10 @@ def test_agent_node_equals_three_nodes(shape: tuple[int, ...], last_step_grad: b
         assert g2 is not None and torch.equal(g1, g2), name
     with torch.no_grad():  # the target network's pass: no node, same values
         assert torch.equal(agent.unroll(inputs), q1)
+
+
+def test_unroll_parameters_are_the_parameters_in_order() -> None:
+    """The C unroll's parameter tuple, read from the layers' dicts, is ``parameters()``."""
+    agent = GruAgent(7, 8, 3, 2)
+    assert all(a is b for a, b in zip(agent.unroll_parameters(), agent.parameters(),
+                                      strict=True))

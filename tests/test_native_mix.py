@@ -200,3 +200,13 @@ def test_without_kernels_the_torch_path_runs(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         monkeypatch.delenv(native.DISABLE_ENV)
         native.load.cache_clear()
+
+
+def test_node_parameters_are_the_layers_parameters() -> None:
+    """The mixer node's parameter list, read from the layers' dicts, is the layers' own."""
+    mixer = _mixer()
+    layers = (mixer.hyper_w1[0], mixer.hyper_wf[0], mixer.value[0], mixer.hyper_b1)
+    seconds = (mixer.hyper_w1[2], mixer.hyper_wf[2], mixer.value[2])
+    expected = [*(m.weight for m in layers), *(m.bias for m in layers),
+                *(t for m in seconds for t in (m.weight, m.bias))]
+    assert all(a is b for a, b in zip(mixer.node_parameters(), expected, strict=True))

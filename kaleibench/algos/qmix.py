@@ -380,7 +380,8 @@ class Qmix:
         data = self.loss_data(batch)
         inputs = self.agent_inputs(batch)  # (T+1, B, N, I), contiguous
         t, b, n, i = inputs.shape
-        agent_params: list[torch.Tensor] = list(self.agent.parameters())
+        assert isinstance(self.agent, GruAgent)
+        agent_params = self.agent.unroll_parameters()
         w1, b1, w_ih, w_hh, b_ih, b_hh, w2, b2 = agent_params  # fc1, GRU, fc2
         q_rows, agent_saved = native_agent.forward_saving(
             inputs.view(t * b * n, i), w1, b1, w_ih, w_hh, b_ih, b_hh, w2, b2, t)

@@ -69,13 +69,17 @@ class QMixer(nn.Module):
 
     def _first_layers(self) -> list[torch.Tensor]:
         """The layers that read the state: W1's, Wf's and V's first layers and b1's layer,
-        weights then biases (their outputs side by side: one matrix product)."""
+        weights then biases (their outputs side by side: one matrix product). Read from the
+        layers' parameter dicts: ``nn.Module``'s attribute look-up cost ~0.5 µs a name."""
         layers = self._state_layers
-        return [layer.weight for layer in layers] + [layer.bias for layer in layers]
+        return cast(list[torch.Tensor], [layer._parameters["weight"] for layer in layers]
+                    + [layer._parameters["bias"] for layer in layers])
 
     def _second_layers(self) -> list[torch.Tensor]:
         """W1's, Wf's and V's second layers: (weight, bias) pairs."""
-        return [t for layer in self._hidden_layers for t in (layer.weight, layer.bias)]
+        return cast(list[torch.Tensor], [
+            t for layer in self._hidden_layers
+            for t in (layer._parameters["weight"], layer._parameters["bias"])])
 
     def node_parameters(self) -> list[torch.Tensor]:
         """The parameters in the order of :class:`~kaleibench.nn.native_mix.NativeQMix`'s

@@ -30,55 +30,57 @@ def test_clip_equals_torch_clip_grad_norm(scale: float) -> None:
     assert (float(expected) > 10.0) == (scale == 10.0)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_adam_step_equals_adam_step(fused: bool) -> None:
-    """Bit for bit over several steps; the unfused configuration takes optimiser.step()."""
+def _twins(fused: bool) -> tuple[nn.Module, nn.Module, torch.optim.Adam, torch.optim.Adam]:
+    """A small network and its copy, each with its own Adam."""
     net = nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 3))
     twin = copy.deepcopy(net)
-    opt = torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused)
-    ref = torch.optim.Adam(twin.parameters(), lr=5e-4, fused=fused)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(5):
-        x = torch.randn(32, 7, generator=gen)
-        for model, optimiser, step in ((net, opt, adam_step), (twin, ref, None)):
-            optimiser.zero_grad(set_to_none=True)
-            model(x).pow(2).mean().backward()
-            if step is None:
-                optimiser.step()
-            else:
-                step(optimiser)
+    return (net, twin, torch.optim.Adam(net.parameters(), lr=5e-4, fused=fused),
+            torch.optim.Adam(twin.parameters(), lr=5e-4, fused=fused))
+
+
+def _step_both(net: nn.Module, twin: nn.Module, opt: torch.optim.Adam,
+               ref: torch.optim.Adam, x: torch.Tensor) -> None:
+    """One step on the same batch: ``adam_step`` for ``net``, torch's own for ``twin``."""
+    for model, optimiser, ours in ((net, opt, True), (twin, ref, False)):
+        optimiser.zero_grad(set_to_none=True)
+        model(x).pow(2).mean().backward()
+        if ours:
+            adam_step(optimiser)
+        else:
+            optimiser.step()
+
+
+def _assert_same(net: nn.Module, twin: nn.Module, opt: torch.optim.Adam,
+                 ref: torch.optim.Adam) -> None:
     for p, q in zip(net.parameters(), twin.parameters(), strict=True):
         assert torch.equal(p, q)
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(opt.state[p][key], ref.state[q][key])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_step_equals_adam_step(fused: bool) -> None:
+    """Bit for bit over several steps; the unfused configuration takes optimiser.step()."""
+    net, twin, opt, ref = _twins(fused)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        _step_both(net, twin, opt, ref, torch.randn(32, 7, generator=gen))
+    _assert_same(net, twin, opt, ref)
 
 
 def test_adam_step_counts_in_one_tensor_and_survives_a_state_reload() -> None:
     """The step counters become views of one tensor (one add per step); a state dict loaded
     mid-run (new counter tensors) is picked up, and the run stays bit for bit torch's."""
-    net = nn.Sequential(nn.Linear(7, 16), nn.ReLU(), nn.Linear(16, 3))
-    twin = copy.deepcopy(net)
-    opt = torch.optim.Adam(net.parameters(), lr=5e-4, fused=True)
-    ref = torch.optim.Adam(twin.parameters(), lr=5e-4, fused=True)
+    net, twin, opt, ref = _twins(True)
     gen = torch.Generator().manual_seed(2)
     for i in range(6):
         if i == 3:  # a resumed run: the optimiser's state replaced by a loaded copy
             opt.load_state_dict(copy.deepcopy(ref.state_dict()))
-        x = torch.randn(16, 7, generator=gen)
-        for model, optimiser, step in ((net, opt, adam_step), (twin, ref, None)):
-            optimiser.zero_grad(set_to_none=True)
-            model(x).pow(2).mean().backward()
-            if step is None:
-                optimiser.step()
-            else:
-                step(optimiser)
+        _step_both(net, twin, opt, ref, torch.randn(16, 7, generator=gen))
     counters = [opt.state[p]["step"] for p in net.parameters()]
     assert len({c.untyped_storage().data_ptr() for c in counters}) == 1  # one tensor's views
     assert [float(c) for c in counters] == [6.0] * 4
-    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
-        assert torch.equal(p, q)
-        for key in ("exp_avg", "exp_avg_sq", "step"):
-            assert torch.equal(opt.state[p][key], ref.state[q][key])
+    _assert_same(net, twin, opt, ref)
 
 
 def test_clip_coefficient_is_torchs_float32_arithmetic() -> None:

@@ -4,10 +4,11 @@
 
 The same operations as the three nodes of :func:`kaleibench.nn.dense.dense` (fc1, fc2) and
 :class:`kaleibench.nn.native_gru.NativeGruSequence` in sequence, and the same floats (tested):
-fc1's and fc2's products through :mod:`kaleibench.nn.products`, the recurrence and its BPTT
-through the C kernels of ``gru_kernels.c``. One node instead of three spares two autograd nodes
-per update, their saved-tensor bookkeeping and views, and the copy of the GRU's output gradient
-(fc2's input gradient arrives here as a fresh tensor the BPTT may overwrite). Without a gradient
+fc1's and fc2's products as :mod:`kaleibench.nn.products` computes them, the recurrence and
+its BPTT as ``gru_kernels.c``'s sequence kernels do, each direction in one C call
+(``gru_agent_fwd``, ``gru_agent_bwd``). One node instead of three spares two autograd nodes
+per update, their saved-tensor bookkeeping and views, and the copy of the GRU's output
+gradient; one C call each way spares ~10 product and kernel calls from Python. Without a gradient
 (the target network's pass) the same calls run without any node. :func:`forward_saving` and
 :func:`backward` are the node's two halves as plain functions: the QMIX learner's update calls
 them directly, without autograd (:meth:`kaleibench.algos.qmix.Qmix.td_loss_and_gradients`).

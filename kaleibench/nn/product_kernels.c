@@ -13,16 +13,16 @@
  * whichever wastes fewer vector lanes on the masked last vector of columns.
  *
  * Each element is summed in two levels, Σ_chunks (Σ_{r in chunk} terms) over chunks of 128 rows
- * (FG_RC) in order, each inner sum with fused multiply-adds in row order. That keeps the rounding error near
- * that of a blocked library product (a plain running sum over thousands of rows loses several
- * times more), and a chunk of D's column panel stays in the L1 cache while all of X's columns
- * pass over it. */
+ * (FG_RC) in order, each inner sum with fused multiply-adds in row order. That keeps the
+ * rounding error near that of a blocked library product (a plain running sum over thousands of
+ * rows loses several times more), and a chunk of D's column panel stays in the L1 cache while
+ * all of X's columns pass over it. The code is fg_wgrad in fma_gemm.h, shared with the agent's
+ * and the mixer's kernels. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #include "fma_gemm.h"
-
 
 /* Vector width in floats of fma_gemm.h's tiles here (0: only its portable loop). */
 int vector_width(void) { return FG_VW; }

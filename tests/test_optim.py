@@ -91,7 +91,7 @@ def test_clip_coefficient_is_torchs_float32_arithmetic() -> None:
     totals = torch.cat([torch.rand(20000, generator=gen) * 20.0,
                         torch.exp(torch.randn(20000, generator=gen) * 6.0),
                         torch.tensor([0.0, 1e-6, 9.99999, 10.0, 10.00001, 1e30, float("inf")])])
-    for max_norm in (10.0, 0.5, 3.3):
+    for max_norm in (10.0, 0.5, 3.3, 3e38):  # the last: products beyond float32, inf
         expected = torch.clamp(max_norm / (totals + 1e-6), max=1.0)
         ours = torch.tensor([clip_coefficient(float(t), max_norm) for t in totals])
         assert torch.equal(ours, expected), max_norm

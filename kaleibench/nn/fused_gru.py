@@ -32,7 +32,7 @@ gradients match ``nn.GRU`` to float rounding (tests/test_fused_gru.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -220,10 +220,12 @@ def _hidden_states(hs: Tensor) -> Tensor:
 
 
 def gru_parameters(rnn: torch.nn.GRU) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The first layer's W_ih (3H, I), W_hh (3H, H), b_ih (3H,) and b_hh (3H,)."""
-    w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l0") for name in
+    """The first layer's W_ih (3H, I), W_hh (3H, H), b_ih (3H,) and b_hh (3H,); read from the
+    module's parameter dict (``nn.Module``'s attribute look-up cost ~0.5 µs a name)."""
+    params = rnn._parameters
+    w_ih, w_hh, b_ih, b_hh = (params[f"{name}_l0"] for name in
                               ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-    return w_ih, w_hh, b_ih, b_hh
+    return cast(tuple[Tensor, Tensor, Tensor, Tensor], (w_ih, w_hh, b_ih, b_hh))
 
 
 def gru_sequence_fused(rnn: torch.nn.GRU, x: Tensor) -> Tensor:

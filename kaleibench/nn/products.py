@@ -59,9 +59,8 @@ products (acting, a few episodes' target pass) stay with ``torch.mm``: at N = 19
 the two break even near 80 rows."""
 
 
-def linear(x: Tensor, w: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
-    """x (M, K) · w (N, K)ᵀ [+ bias (N,)] -> an (M, N) tensor, without autograd: ``out`` when
-    given (float32, adjacent columns; may be a column slice of a wider tensor), else a new one.
+def linear(x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x (M, K) · w (N, K)ᵀ [+ bias (N,)] -> a new (M, N) tensor, without autograd.
 
     ``x`` may be a column-sliced view (rows a fixed stride apart). In C where the kernels build
     (wᵀ is copied, a small tensor), else through oneDNN for products of at least
@@ -69,9 +68,7 @@ def linear(x: Tensor, w: Tensor, bias: Tensor | None = None, out: Tensor | None 
     """
     lib = _kernels()
     if lib is not None:
-        if out is not None:
-            _check_out(out, x.shape[0], w.shape[0])
-        return _gemm(lib, x, transposed(w), bias, out)
+        return _gemm(lib, x, transposed(w), bias)
     if onednn() and 2 * x.shape[0] * x.shape[1] * w.shape[0] >= ONEDNN_MIN_FLOPS:
         y: Tensor = torch.ops.mkldnn._linear_pointwise(x.detach(), w.detach(),
                                                         None if bias is None else bias.detach(),
@@ -79,7 +76,7 @@ def linear(x: Tensor, w: Tensor, bias: Tensor | None = None, out: Tensor | None 
     else:
         with torch.no_grad():
             y = torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
-    return y if out is None else out.copy_(y)
+    return y
 
 
 def linear_stacked(x: Tensor, ws: list[Tensor] | tuple[Tensor, ...],
@@ -91,13 +88,6 @@ def linear_stacked(x: Tensor, ws: list[Tensor] | tuple[Tensor, ...],
     if lib is None:
         return linear(x, torch.cat(list(ws)), torch.cat(list(biases)))
     return _gemm(lib, x, transposed(*ws), torch.cat(list(biases)))
-
-
-def _check_out(out: Tensor, rows: int, cols: int) -> None:
-    """Refuse an ``out`` the C kernels would misread."""
-    if tuple(out.shape) != (rows, cols) or out.stride(1) != 1 or out.dtype != torch.float32:
-        raise ValueError(f"out must be float32 ({rows}, {cols}) with adjacent columns, got "
-                         f"{out.dtype} {tuple(out.shape)}")  # fmt: skip
 
 
 _P, _I64, _INT = native.P, native.I64, native.INT
@@ -134,31 +124,26 @@ def _kernels() -> Any | None:
     return native.load_declared(KERNELS_SOURCE, SIGNATURES)
 
 
-def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a (M, P) · b (P, N) -> (M, N), without autograd; in C where the kernels build, else
     ``torch.mm``. For products whose right operand is row-major as it is, such as a layer's
-    input gradient ∂L/∂y · W. ``out``, when given, receives the product and may be a column
-    slice of a wider float32 tensor (rows a fixed stride apart)."""
+    input gradient ∂L/∂y · W."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"matmul needs a (M, P) and b (P, N), got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")  # fmt: skip
-    if out is not None:
-        _check_out(out, a.shape[0], b.shape[1])
     lib = _kernels()
     if lib is None:
         with torch.no_grad():
-            return torch.mm(a, b) if out is None else torch.mm(a, b, out=out)
-    return _gemm(lib, a, b, None, out)
+            return torch.mm(a, b)
+    return _gemm(lib, a, b, None)
 
 
-def _gemm(lib: Any, a: Tensor, b: Tensor, bias: Tensor | None,
-          out: Tensor | None = None) -> Tensor:
-    """a (M, P) · b (P, N) [+ bias] through the C tiles, into ``out`` or a new tensor."""
+def _gemm(lib: Any, a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
+    """a (M, P) · b (P, N) [+ bias] through the C tiles, into a new tensor."""
     a, b = _rows_unit_stride(a), _rows_unit_stride(b)
     if bias is not None and not bias.is_contiguous():
         bias = bias.detach().contiguous()
-    if out is None:
-        out = torch.empty(a.shape[0], b.shape[1])
+    out = torch.empty(a.shape[0], b.shape[1])
     lib.gemm(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0),
              None if bias is None else bias.data_ptr(), out.data_ptr(), out.stride(0),
              a.shape[0], b.shape[1], a.shape[1])  # fmt: skip

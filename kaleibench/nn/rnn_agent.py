@@ -11,8 +11,6 @@ from kaleibench.nn import native_agent, native_gru
 from kaleibench.nn.dense import dense
 from kaleibench.nn.fused_gru import gru_parameters, gru_sequence_fused
 
-_GRU_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-
 
 def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """One GRU step for M sequences: x (M, H_in), hidden (M, H) -> (M, H).
@@ -63,7 +61,7 @@ class GruAgent(nn.Module):
         assert fc1 is not None and rnn is not None and fc2 is not None
         return cast(tuple[torch.Tensor, ...], (
             fc1._parameters["weight"], fc1._parameters["bias"],
-            *(rnn._parameters[name] for name in _GRU_NAMES),
+            *gru_parameters(cast(nn.GRU, rnn)),
             fc2._parameters["weight"], fc2._parameters["bias"]))
 
     def init_hidden(self, batch_size: int) -> torch.Tensor:

@@ -17,7 +17,6 @@ import math
 import struct
 import weakref
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,7 +42,8 @@ _F32 = struct.Struct("f")
 
 
 def _f32(x: float) -> float:
-    """x rounded to float32 (IEEE round to nearest even), as a Python float."""
+    """x rounded to float32 (IEEE round to nearest even; beyond float32's range ±inf), as a
+    Python float."""
     value: float = _F32.unpack(_F32.pack(x))[0]
     return value
 
@@ -54,13 +54,8 @@ def clip_coefficient(total: float, max_norm: float) -> float:
     clamped at 1. Each operation is done on Python floats (doubles) and rounded to float32:
     with 53 ≥ 2·24 + 2 bits, that double rounding gives the correctly rounded float32 result
     for +, × and ÷, so these are torch's floats without a tensor operation each (tested)."""
-    try:
-        denominator = _f32(_f32(total) + _f32(1e-6))
-        coef = _f32(_f32(1.0 / denominator) * _f32(max_norm)) if denominator else math.inf
-    except OverflowError:  # beyond float32's range: numpy's float32 arithmetic (with infs)
-        with np.errstate(over="ignore", divide="ignore"):
-            d32 = np.float32(total) + np.float32(1e-6)
-            coef = float(np.float32(np.float32(1.0) / d32) * np.float32(max_norm))
+    denominator = _f32(_f32(total) + _f32(1e-6))  # > 0: a norm is never negative
+    coef = _f32(_f32(1.0 / denominator) * _f32(max_norm))
     return coef if coef < 1.0 or math.isnan(coef) else 1.0
 
 
